@@ -1,1 +1,18 @@
+//! wxgate: an authentication gateway and reverse proxy for WeChat web apps. It runs WeChat's
+//! silent `snsapi_base` login in front of unmodified upstreams and forwards every request
+//! with identity headers and a signed JWT that no client can forge.
 #![forbid(unsafe_code)]
+
+pub mod accesslog;
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod headers;
+pub mod pages;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod tls;

@@ -1,1 +1,208 @@
-fn main() {}
+//! The `wxgate` command: `run`, `check`, `simulate`, `demo` and `cert`. Configuration errors
+//! exit with status 78 (EX_CONFIG) after one line naming the file, the key and the reason.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use wxgate::config::{self, AuthMode, NonWechat, Settings};
+use wxgate::handler::Gateway;
+
+const EX_CONFIG: u8 = 78;
+
+#[derive(Parser)]
+#[command(name = "wxgate", version, about = "Authentication gateway and reverse proxy for WeChat web apps")]
+struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: proxy the routes of gateway.toml, running WeChat login where they ask for it.
+    Run {
+        /// Config file [default: $WXGATE_CONFIG, else ./gateway.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the config and print the resolved routes; exits 78 on an error.
+    Check {
+        /// Config file [default: $WXGATE_CONFIG, else ./gateway.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a self-signed development certificate and key (never for production).
+    Cert {
+        /// Host names or IPs the certificate is for.
+        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        names: Vec<String>,
+        /// Where to write the certificate.
+        #[arg(long, default_value = "certs/server.crt")]
+        cert: PathBuf,
+        /// Where to write the private key.
+        #[arg(long, default_value = "certs/server.key")]
+        key: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Run { config } => {
+            let settings = match load(config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            runtime().block_on(run(settings))
+        }
+        Command::Check { config } => match load(config) {
+            Ok(settings) => {
+                print_check(&settings);
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Cert { names, cert, key } => write_cert(&names, &cert, &key),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start the tokio runtime")
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WXGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Loads and validates the config, building the gateway's key material too, so every
+/// problem with the file is reported before anything listens.
+fn load(path: Option<PathBuf>) -> Result<Settings, ExitCode> {
+    let path = path.unwrap_or_else(config::default_path);
+    let settings = Settings::load(&path).map_err(|e| {
+        eprintln!("wxgate: config error: {e}");
+        ExitCode::from(EX_CONFIG)
+    })?;
+    if let Err(e) = Gateway::new(settings.clone()) {
+        eprintln!("wxgate: config error: {e}");
+        return Err(ExitCode::from(EX_CONFIG));
+    }
+    Ok(settings)
+}
+
+async fn run(settings: Settings) -> ExitCode {
+    let gateway = match Gateway::new(settings) {
+        Ok(g) => Arc::new(g),
+        Err(e) => {
+            eprintln!("wxgate: config error: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let server = match wxgate::server::start(gateway).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("wxgate: cannot listen: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    wxgate::server::termination_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+fn print_check(s: &Settings) {
+    println!("{}: OK", s.source.display());
+    let scheme = if s.server.tls.is_some() { "https" } else { "http" };
+    println!("listen   {scheme}://{}", s.server.listen);
+    if let Some(url) = &s.server.public_url {
+        println!("public   {url}");
+    }
+    if let Some(w) = &s.wechat {
+        println!("wechat   appid {} via {}", w.appid, w.api_base);
+    }
+    println!("routes (in match order):");
+    let router = wxgate::routes::Router::new(&s.routes);
+    for r in router.routes() {
+        let auth = match r.auth {
+            AuthMode::Required => "required",
+            AuthMode::Optional => "optional",
+            AuthMode::Off => "off",
+        };
+        let non_wechat = match r.non_wechat {
+            NonWechat::Deny => "deny",
+            NonWechat::Pass => "pass",
+            NonWechat::Login => "login",
+        };
+        println!(
+            "  {:<12} {}{:<20} -> {:<32} auth={auth} non_wechat={non_wechat} api={}",
+            r.name,
+            r.host.as_deref().unwrap_or("*"),
+            r.path,
+            r.upstream.url,
+            r.api
+        );
+    }
+}
+
+fn write_cert(names: &[String], cert: &PathBuf, key: &PathBuf) -> ExitCode {
+    let (cert_pem, key_pem) = match wxgate::tls::self_signed(names) {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("wxgate: cannot make a certificate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for path in [cert, key] {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                eprintln!("wxgate: cannot create {}: {e}", dir.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if let Err(e) = std::fs::write(cert, cert_pem).and_then(|_| write_private(key, key_pem.as_bytes())) {
+        eprintln!("wxgate: cannot write: {e}");
+        return ExitCode::FAILURE;
+    }
+    println!("wrote {} and {} for {}", cert.display(), key.display(), names.join(", "));
+    ExitCode::SUCCESS
+}
+
+/// Private keys are written readable by the owner only.
+fn write_private(path: &PathBuf, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)?.write_all(data)
+}

@@ -1,0 +1,414 @@
+//! Header rules of the proxy: hop-by-hop removal, `X-Forwarded-*`/`Forwarded` with the
+//! trusted-proxy rule, request ids, the identity headers that only the gateway may set,
+//! and the gateway's own cookies that never reach an upstream.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub static X_WECHAT_OPENID: HeaderName = HeaderName::from_static("x-wechat-openid");
+pub static X_WECHAT_UNIONID: HeaderName = HeaderName::from_static("x-wechat-unionid");
+pub static X_WECHAT_SNAPSHOT: HeaderName = HeaderName::from_static("x-wechat-snapshot");
+
+/// RFC 9110 §7.6.1 plus the legacy ones every proxy drops.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers and every header named in `Connection`. For a tunnelled
+/// upgrade the `Connection: upgrade` and `Upgrade` pair is kept, since the next hop needs it.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if keep_upgrade && name == header::UPGRADE {
+            continue;
+        }
+        headers.remove(&name);
+    }
+    let upgrade = keep_upgrade.then(|| headers.remove(header::UPGRADE)).flatten();
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(up) = upgrade {
+        headers.insert(header::UPGRADE, up);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Whether a request asks to switch protocols (WebSocket and friends).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// `X-WeChat-OpenId`, `x_wechat_openid`, `X-WECHAT_OPENID`... all name the same header to
+/// some upstream frameworks (CGI, PHP, nginx with underscores_in_headers), so identity
+/// headers are compared after folding case and `_` to `-`.
+fn normalized_eq_prefix(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(a, b)| (if a == b'_' { b'-' } else { a.to_ascii_lowercase() }) == b)
+}
+
+fn normalized_eq(name: &str, other: &str) -> bool {
+    name.len() == other.len() && normalized_eq_prefix(name, other)
+}
+
+/// Removes every client-sent identity header: any `X-WeChat-*` in any spelling and the
+/// configured JWT header (for `Authorization` that is the client's own Authorization).
+pub fn strip_identity(headers: &mut HeaderMap, jwt_header: Option<&HeaderName>) {
+    let jwt = jwt_header.map(|h| h.as_str());
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            normalized_eq_prefix(k, "x-wechat-") || jwt.is_some_and(|j| normalized_eq(k, j))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(&name);
+    }
+}
+
+/// Removes the named cookies from every `Cookie` header, dropping the header if it empties.
+pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    if !headers.contains_key(header::COOKIE) {
+        return;
+    }
+    let kept: Vec<String> = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("").trim();
+            !pair.is_empty() && !names.contains(&name)
+        })
+        .map(str::to_string)
+        .collect();
+    headers.remove(header::COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// The value of cookie `name` in the request, if present.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then(|| v.trim())
+        })
+}
+
+/// Total size of the request headers as they arrived (name + value + ": " + CRLF).
+pub fn header_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
+}
+
+/// A request id as sent by the client, if it is sane; else a fresh one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let ok = !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        if ok {
+            return v.clone();
+        }
+    }
+    let id: u128 = rand::random();
+    HeaderValue::from_str(&format!("{id:032x}")).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Where the request really came from, after applying the trusted-proxy rule.
+#[derive(Clone, Debug)]
+pub struct ClientView {
+    pub peer: SocketAddr,
+    /// Whether `peer` is a trusted proxy whose X-Forwarded-* headers are believed.
+    pub peer_trusted: bool,
+    pub client_ip: IpAddr,
+    /// "http" or "https", as the browser sees it.
+    pub scheme: &'static str,
+    /// `host[:port]` as the browser sees it.
+    pub authority: String,
+    /// Lower-case host without port, for routing.
+    pub host: String,
+}
+
+impl ClientView {
+    pub fn new(peer: SocketAddr, tls: bool, uri: &http::Uri, headers: &HeaderMap, trusted: &[IpNet]) -> ClientView {
+        let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+        let peer_trusted = is_trusted(&peer.ip());
+        let mut scheme = if tls { "https" } else { "http" };
+        let mut authority = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| uri.authority().map(|a| a.as_str().to_string()))
+            .unwrap_or_default();
+        let mut client_ip = peer.ip();
+        if peer_trusted {
+            if let Some(p) = first_value(headers, &X_FORWARDED_PROTO) {
+                if p.eq_ignore_ascii_case("https") {
+                    scheme = "https";
+                } else if p.eq_ignore_ascii_case("http") {
+                    scheme = "http";
+                }
+            }
+            if let Some(h) = first_value(headers, &X_FORWARDED_HOST) {
+                if !h.is_empty() {
+                    authority = h.to_string();
+                }
+            }
+            // Rightmost address not ours: the hop before the first trusted proxy.
+            let chain: Vec<IpAddr> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|s| s.trim().parse().ok())
+                .collect();
+            if let Some(ip) = chain.iter().rev().find(|ip| !is_trusted(ip)).or(chain.first()) {
+                client_ip = *ip;
+            }
+        }
+        let host = host_of(&authority);
+        ClientView {
+            peer,
+            peer_trusted,
+            client_ip,
+            scheme,
+            authority,
+            host,
+        }
+    }
+
+    /// `scheme://authority`, the origin the browser is on.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    /// Sets X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded on an upstream request:
+    /// appended to when the peer is a trusted proxy, replaced otherwise.
+    pub fn set_forwarded(&self, headers: &mut HeaderMap) {
+        let peer_ip = self.peer.ip().to_string();
+        let xff = match (self.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
+            (true, Some(prev)) => format!("{prev}, {peer_ip}"),
+            _ => peer_ip,
+        };
+        let for_token = match self.peer.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("\"[{ip}]\""),
+        };
+        let host_token = if self.authority.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+            self.authority.clone()
+        } else {
+            format!("\"{}\"", self.authority.replace(['"', '\\'], ""))
+        };
+        let element = format!("for={for_token};proto={};host={host_token}", self.scheme);
+        let fwd = match (self.peer_trusted, joined(headers, &FORWARDED)) {
+            (true, Some(prev)) => format!("{prev}, {element}"),
+            _ => element,
+        };
+        set(headers, &X_FORWARDED_FOR, &xff);
+        set(headers, &FORWARDED, &fwd);
+        set(headers, &X_FORWARDED_PROTO, self.scheme);
+        set(headers, &X_FORWARDED_HOST, &self.authority);
+        set(headers, &X_REAL_IP, &self.client_ip.to_string());
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name.clone(), v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+fn first_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
+/// Lower-case host of `host[:port]` or `[v6]:port`.
+pub fn host_of(authority: &str) -> String {
+    let a = authority.trim();
+    let host = if let Some(rest) = a.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        a.rsplit_once(':').map_or(a, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { a })
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether the client prefers a JSON answer (API clients, XHR).
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let xhr = headers
+        .get("x-requested-with")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
+    xhr || (accept.contains("application/json") && !accept.contains("text/html"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("x-keep", "1"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn upgrade_pair_is_kept_for_tunnels() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("keep-alive", "1")]);
+        assert!(is_upgrade(&h));
+        remove_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert!(!h.contains_key("keep-alive"));
+    }
+
+    #[test]
+    fn identity_headers_in_every_spelling() {
+        let mut h = map(&[
+            ("x-wechat-openid", "a"),
+            ("X_WECHAT_OPENID", "b"),
+            ("x_wechat-unionid", "c"),
+            ("X-Wechat_Jwt", "d"),
+            ("x-wechat-snapshot", "1"),
+            ("x-wechatty", "keep"),
+            ("authorization", "Bearer client"),
+            ("x-other", "keep"),
+        ]);
+        strip_identity(&mut h, Some(&header::AUTHORIZATION));
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-wechatty", "x-other"]);
+    }
+
+    #[test]
+    fn gateway_cookies_are_removed() {
+        let mut h = map(&[("cookie", "a=1; wxgate_session=SECRET; b=2"), ("cookie", "__Host-wxgate_state=x")]);
+        strip_cookies(&mut h, &["wxgate_session", "__Host-wxgate_state"]);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+        let mut h = map(&[("cookie", "wxgate_session=x")]);
+        strip_cookies(&mut h, &["wxgate_session"]);
+        assert!(!h.contains_key("cookie"));
+    }
+
+    #[test]
+    fn forwarded_untrusted_peer_replaces() {
+        let h = map(&[("host", "Shop.Example.com:8443"), ("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https")]);
+        let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        let v = ClientView::new(peer, false, &"/".parse().unwrap(), &h, &[]);
+        assert_eq!(v.client_ip.to_string(), "192.0.2.7");
+        assert_eq!(v.scheme, "http");
+        assert_eq!(v.host, "shop.example.com");
+        let mut out = h.clone();
+        v.set_forwarded(&mut out);
+        assert_eq!(out["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["forwarded"], "for=192.0.2.7;proto=http;host=\"Shop.Example.com:8443\"");
+    }
+
+    #[test]
+    fn forwarded_trusted_peer_appends() {
+        let h = map(&[
+            ("host", "internal"),
+            ("x-forwarded-for", "203.0.113.9, 10.0.0.3"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "h5.example.com"),
+            ("forwarded", "for=203.0.113.9"),
+        ]);
+        let peer: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let v = ClientView::new(peer, false, &"/".parse().unwrap(), &h, &trusted);
+        assert_eq!(v.client_ip.to_string(), "203.0.113.9");
+        assert_eq!(v.scheme, "https");
+        assert_eq!(v.origin(), "https://h5.example.com");
+        let mut out = h.clone();
+        v.set_forwarded(&mut out);
+        assert_eq!(out["x-forwarded-for"], "203.0.113.9, 10.0.0.3, 10.0.0.2");
+        assert_eq!(out["forwarded"], "for=203.0.113.9, for=10.0.0.2;proto=https;host=h5.example.com");
+    }
+
+    #[test]
+    fn host_parsing() {
+        assert_eq!(host_of("Example.COM:80"), "example.com");
+        assert_eq!(host_of("[::1]:8080"), "::1");
+        assert_eq!(host_of("example.com."), "example.com");
+    }
+
+    #[test]
+    fn request_id_kept_or_made() {
+        let h = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&h), "abc-123");
+        let h = map(&[("x-request-id", "has space")]);
+        assert_eq!(request_id(&h).len(), 32);
+    }
+}

@@ -1,0 +1,117 @@
+//! The short pages and JSON bodies the gateway answers with itself: errors, "open in
+//! WeChat", the snapshot notice. Everything echoed into HTML is escaped here.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+
+pub use crate::body::Body;
+
+/// Escapes text for HTML element and attribute content.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A complete small HTML document. `body_html` must already be escaped.
+pub fn html_document(title: &str, body_html: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+<title>{title}</title><style>body{{font-family:-apple-system,system-ui,sans-serif;max-width:32em;\
+margin:3em auto;padding:0 1em;color:#222;line-height:1.5}}h1{{font-size:1.3em}}\
+.muted{{color:#777;font-size:.85em}}a.button{{display:inline-block;padding:.6em 1.2em;\
+background:#07c160;color:#fff;border-radius:4px;text-decoration:none}}</style></head>\
+<body>{body_html}</body></html>\n",
+        title = escape(title),
+    )
+}
+
+pub fn html(status: StatusCode, doc: String) -> Response<Body> {
+    let mut resp = Response::new(Body::full(doc));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    json_bytes(status, Bytes::from(value.to_string()))
+}
+
+pub fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut resp = Response::new(Body::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut resp = Response::new(Body::full(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+/// The error answer: a short page, or JSON when the client asked for JSON.
+pub fn error(status: StatusCode, code: &str, message: &str, wants_json: bool, request_id: &str) -> Response<Body> {
+    if wants_json {
+        return json(
+            status,
+            &serde_json::json!({ "error": code, "message": message, "request_id": request_id }),
+        );
+    }
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = format!(
+        "<h1>{} {}</h1><p>{}</p><p class=\"muted\">Request ID: {}</p>",
+        status.as_u16(),
+        escape(reason),
+        escape(message),
+        escape(request_id)
+    );
+    html(status, html_document(&format!("{} {}", status.as_u16(), reason), &body))
+}
+
+/// A 302 to a location the caller has already made safe.
+pub fn redirect(location: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::FOUND;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    }
+
+    #[test]
+    fn error_json_and_html() {
+        let r = error(StatusCode::BAD_GATEWAY, "bad_gateway", "down", true, "rid");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let r = error(StatusCode::NOT_FOUND, "not_found", "<x>", false, "rid");
+        assert_eq!(r.status(), 404);
+        assert!(r.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    }
+}

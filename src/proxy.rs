@@ -1,0 +1,147 @@
+//! Forwarding: rewrites a permitted request for its upstream, sends it over a pooled
+//! HTTP/1.1 client (rustls for https upstreams), streams both bodies without buffering and
+//! tunnels `Upgrade` requests. It needs an [`auth::Permit`], which only the auth module makes.
+
+use std::time::Duration;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::auth::Permit;
+use crate::body::Body;
+use crate::config::RouteSettings;
+use crate::error::GatewayError;
+use crate::headers::{self, ClientView};
+use crate::routes;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The upstream side: one connection pool shared by all routes.
+pub struct Proxy {
+    client: Client<Connector, Incoming>,
+    timeout: Duration,
+}
+
+/// What the proxy needs to know about the request besides the request itself.
+pub struct Forward<'a> {
+    pub route: &'a RouteSettings,
+    pub view: &'a ClientView,
+    pub request_id: &'a HeaderValue,
+    /// The configured JWT header, stripped from client requests.
+    pub jwt_header: Option<&'a HeaderName>,
+    /// The gateway's own cookie names, never sent upstream.
+    pub own_cookies: &'a [&'a str],
+}
+
+impl Proxy {
+    pub fn new(timeout: Duration) -> Proxy {
+        crate::tls::install_crypto_provider();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(https);
+        Proxy { client, timeout }
+    }
+
+    pub async fn forward(&self, fwd: Forward<'_>, mut req: Request<Incoming>, permit: Permit) -> Result<Response<Body>, GatewayError> {
+        let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        parts.uri = upstream_uri(fwd.route, &parts.uri)?;
+        // HTTP/2 clients carry the host in :authority; upstreams speak HTTP/1.1 and need Host.
+        if !parts.headers.contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(&fwd.view.authority) {
+                parts.headers.insert(header::HOST, v);
+            }
+        }
+        parts.version = Version::HTTP_11;
+        let h = &mut parts.headers;
+        headers::remove_hop_by_hop(h, upgrade);
+        headers::strip_identity(h, fwd.jwt_header);
+        headers::strip_cookies(h, fwd.own_cookies);
+        fwd.view.set_forwarded(h);
+        h.insert(headers::X_REQUEST_ID.clone(), fwd.request_id.clone());
+        permit.write_headers(h);
+
+        let sent = tokio::time::timeout(self.timeout, self.client.request(Request::from_parts(parts, body))).await;
+        let mut resp = match sent {
+            Err(_) => return Err(GatewayError::UpstreamTimeout(self.timeout)),
+            Ok(Err(e)) => return Err(GatewayError::UpstreamUnreachable(describe(&e, &fwd.route.upstream.url))),
+            Ok(Ok(resp)) => resp,
+        };
+
+        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            match client_upgrade {
+                Some(client_side) => {
+                    let upstream_side = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(tunnel(client_side, upstream_side));
+                }
+                // A 101 nobody asked for cannot be honoured.
+                None => return Err(GatewayError::UpstreamUnreachable("unexpected 101 from upstream".into())),
+            }
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers, switching);
+        parts.headers.insert(headers::X_REQUEST_ID.clone(), fwd.request_id.clone());
+        Ok(Response::from_parts(parts, Body::upstream(body)))
+    }
+}
+
+fn upstream_uri(route: &RouteSettings, uri: &Uri) -> Result<Uri, GatewayError> {
+    let path = routes::upstream_path(route, uri.path());
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    Uri::builder()
+        .scheme(if route.upstream.https { "https" } else { "http" })
+        .authority(route.upstream.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| GatewayError::BadRequest("The request path is not valid."))
+}
+
+/// Copies bytes both ways between the client and the upstream once both sides switched.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "tunnel closed with error");
+    }
+}
+
+fn describe(e: &hyper_util::client::legacy::Error, upstream: &str) -> String {
+    use std::error::Error as _;
+    let mut msg = format!("{upstream}: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
+}
