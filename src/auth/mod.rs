@@ -2,6 +2,7 @@
 //! (session cookies, JWT signing, return-path sanitising, client detection,
 //! login state). No network I/O lives in these submodules.
 
+pub mod jwt;
 pub mod session;
 pub mod state;
 pub mod ua;
