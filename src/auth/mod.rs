@@ -3,6 +3,7 @@
 //! login state). No network I/O lives in these submodules.
 
 pub mod jwt;
+pub mod redirect;
 pub mod session;
 pub mod state;
 pub mod ua;
