@@ -99,7 +99,7 @@ pub fn strip_identity(headers: &mut HeaderMap, jwt_header: Option<&HeaderName>) 
 }
 
 /// Removes the named cookies from every `Cookie` header, dropping the header if it empties.
-pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
+pub fn strip_cookies<S: AsRef<str>>(headers: &mut HeaderMap, names: &[S]) {
     if !headers.contains_key(header::COOKIE) {
         return;
     }
@@ -111,7 +111,7 @@ pub fn strip_cookies(headers: &mut HeaderMap, names: &[&str]) {
         .map(str::trim)
         .filter(|pair| {
             let name = pair.split('=').next().unwrap_or("").trim();
-            !pair.is_empty() && !names.contains(&name)
+            !pair.is_empty() && !names.iter().any(|n| n.as_ref() == name)
         })
         .map(str::to_string)
         .collect();

@@ -16,3 +16,4 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod tls;
+pub mod wechat;

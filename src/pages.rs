@@ -115,3 +115,42 @@ mod tests {
         assert!(r.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
     }
 }
+
+/// For browsers outside WeChat on a `non_wechat = "deny"` route: the WeChat wording, a QR
+/// code of this page's URL to scan with the phone, and the URL itself.
+pub fn open_in_wechat(url: &str) -> Response<Body> {
+    let qr = qrcode::QrCode::new(url.as_bytes())
+        .map(|code| {
+            code.render::<qrcode::render::svg::Color>()
+                .min_dimensions(220, 220)
+                .quiet_zone(true)
+                .build()
+        })
+        .unwrap_or_default();
+    let body = format!(
+        "<h1>请在微信客户端打开链接</h1><p>Please open this page in WeChat: scan the code with WeChat's scanner.</p>\
+<div class=\"qr\" role=\"img\" aria-label=\"QR code of this page\">{qr}</div><p class=\"muted\">{}</p>",
+        escape(url)
+    );
+    html(StatusCode::FORBIDDEN, html_document("请在微信客户端打开链接", &body))
+}
+
+/// WeChat's snapshot mode (快照页) hands out virtual identities; no session is issued for
+/// them, so a page that requires login asks the user to leave snapshot mode.
+pub fn snapshot_notice() -> Response<Body> {
+    let body = "<h1>请点击「使用完整服务」</h1><p>This page is shown in WeChat's preview (snapshot) mode. \
+Tap 「使用完整服务」 at the bottom of the screen to sign in and use the full service.</p>";
+    html(StatusCode::OK, html_document("使用完整服务", body))
+}
+
+/// The end of a login that keeps failing: no further redirect, one link to try again.
+pub fn login_failed(retry_url: &str, request_id: &str) -> Response<Body> {
+    let body = format!(
+        "<h1>Sign-in did not complete</h1><p>WeChat sign-in could not be completed. If it keeps failing, \
+wait a few minutes, make sure cookies are allowed, and try again.</p>\
+<p><a class=\"button\" href=\"{}\">Try again</a></p><p class=\"muted\">Request ID: {}</p>",
+        escape(retry_url),
+        escape(request_id)
+    );
+    html(StatusCode::BAD_REQUEST, html_document("Sign-in did not complete", &body))
+}

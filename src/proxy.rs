@@ -34,7 +34,7 @@ pub struct Forward<'a> {
     /// The configured JWT header, stripped from client requests.
     pub jwt_header: Option<&'a HeaderName>,
     /// The gateway's own cookie names, never sent upstream.
-    pub own_cookies: &'a [&'a str],
+    pub own_cookies: &'a [String],
 }
 
 impl Proxy {

@@ -1,15 +1,34 @@
 //! Authentication decisions. A request reaches an upstream only with a [`Permit`], and only
 //! this module makes permits: the proxy cannot forward a request nobody decided about.
+//! The login endpoints live in [`flow`]; the primitives (sealed cookies, JWT, return paths,
+//! user agents, login state) in their own submodules.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response};
-use hyper::body::Incoming;
+pub mod cache;
+pub mod flow;
+pub mod jwt;
+pub mod redirect;
+pub mod session;
+pub mod state;
+pub mod ua;
+
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::config::{AuthMode, ConfigError, RouteSettings, Settings};
+use crate::config::{AuthMode, ConfigError, JwtAlgorithm, JwtKey, NonWechat, RouteSettings, Settings, UnionIdMode};
 use crate::error::GatewayError;
 use crate::headers::{self, ClientView};
+use crate::pages;
+use crate::wechat::WechatClient;
+
+use cache::{Cached, SessionCache};
+use jwt::{Alg, JwtSigner};
+use session::{SessionCodec, SessionData};
 
 /// The identity headers of one authenticated session, prepared once and reused.
 pub struct IdentityHeaders {
@@ -54,37 +73,257 @@ pub enum Decision {
     Respond(Response<Body>),
 }
 
-/// The login machinery, present when `[wechat]` is configured.
+/// The gateway's cookies. Each has a plain name (HTTP) and a `__Host-` one (HTTPS), which
+/// browsers only accept from a secure origin, for path `/`, without a Domain.
+#[derive(Clone, Copy)]
+enum Jar {
+    Session = 0,
+    State = 1,
+    Guard = 2,
+    Snapshot = 3,
+}
+
+impl Jar {
+    /// Associated data for sealing: a state cookie cannot be replayed as a session.
+    fn purpose(self) -> &'static str {
+        match self {
+            Jar::Session => "wxgate_session",
+            Jar::State => "wxgate_state",
+            Jar::Guard => "wxgate_guard",
+            Jar::Snapshot => "wxgate_snapshot",
+        }
+    }
+}
+
+/// The login machinery, present when `[wechat]`, `[session]` and `[jwt]` are configured.
 pub struct Auth {
+    appid: String,
+    open_base: String,
+    unionid_mode: UnionIdMode,
+    allow_wecom: bool,
+    public_url: Option<String>,
+    client: WechatClient,
+    codec: SessionCodec,
+    signer: JwtSigner,
+    jwks: Bytes,
     jwt_header: HeaderName,
-    cookie_names: Vec<&'static str>,
+    bearer: bool,
+    session_ttl: u64,
+    jwt_ttl: u64,
+    /// `[jar][secure as usize]`.
+    names: [[String; 2]; 4],
+    own_cookies: Vec<String>,
+    cache: SessionCache,
+    recent_codes: flow::RecentCodes,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Auth {
     pub fn from_settings(settings: &Settings) -> Result<Option<Auth>, ConfigError> {
-        let _ = settings;
-        Ok(None)
+        let (Some(wechat), Some(session), Some(jwt_cfg)) = (&settings.wechat, &settings.session, &settings.jwt) else {
+            return Ok(None);
+        };
+        let err = |key: &str, reason: String| ConfigError {
+            file: settings.source.clone(),
+            key: key.to_string(),
+            reason,
+        };
+        let keys: Vec<Vec<u8>> = session.keys.iter().map(|k| k.expose().to_vec()).collect();
+        let codec = SessionCodec::new(&keys).map_err(|r| err("session.secret", r))?;
+        let alg = match jwt_cfg.algorithm {
+            JwtAlgorithm::HS256 => Alg::HS256,
+            JwtAlgorithm::RS256 => Alg::RS256,
+            JwtAlgorithm::ES256 => Alg::ES256,
+            JwtAlgorithm::EdDSA => Alg::EdDSA,
+        };
+        let (issuer, audience, ttl) = (jwt_cfg.issuer.clone(), jwt_cfg.audience.clone(), jwt_cfg.ttl);
+        let signer = match &jwt_cfg.key {
+            JwtKey::Pem { path, pem } => JwtSigner::from_pem(alg, pem.expose(), issuer, audience, ttl)
+                .map_err(|r| err("jwt.private_key", format!("{}: {r}", path.display())))?,
+            JwtKey::Shared(secret) => {
+                JwtSigner::from_secret(secret.expose(), issuer, audience, ttl).map_err(|r| err("jwt.secret", r))?
+            }
+        };
+        let client = WechatClient::new(wechat).map_err(|r| err("wechat", r))?;
+        let base = &session.cookie_name;
+        let names = [
+            [base.clone(), format!("__Host-{base}")],
+            ["wxgate_state".to_string(), "__Host-wxgate_state".to_string()],
+            ["wxgate_guard".to_string(), "__Host-wxgate_guard".to_string()],
+            ["wxgate_snapshot".to_string(), "__Host-wxgate_snapshot".to_string()],
+        ];
+        let own_cookies = names.iter().flatten().cloned().collect();
+        Ok(Some(Auth {
+            appid: wechat.appid.clone(),
+            open_base: wechat.open_base.clone(),
+            unionid_mode: wechat.unionid,
+            allow_wecom: wechat.allow_wecom,
+            public_url: settings.server.public_url.clone(),
+            client,
+            codec,
+            jwks: Bytes::copy_from_slice(signer.jwks_json()),
+            signer,
+            bearer: jwt_cfg.header == header::AUTHORIZATION,
+            jwt_header: jwt_cfg.header.clone(),
+            session_ttl: session.ttl.as_secs(),
+            jwt_ttl: jwt_cfg.ttl.as_secs(),
+            names,
+            own_cookies,
+            cache: SessionCache::default(),
+            recent_codes: flow::RecentCodes::default(),
+        }))
     }
 
     pub fn jwt_header(&self) -> &HeaderName {
         &self.jwt_header
     }
 
-    pub fn cookie_names(&self) -> &[&str] {
-        &self.cookie_names
+    /// Every cookie name the gateway uses; none of them is ever sent upstream.
+    pub fn cookie_names(&self) -> &[String] {
+        &self.own_cookies
     }
 
-    pub async fn serve_endpoint(&self, name: &str, req: &Request<Incoming>, view: &ClientView) -> Result<Option<Response<Body>>, GatewayError> {
-        let _ = (name, req, view);
-        Ok(None)
+    pub fn wechat(&self) -> &WechatClient {
+        &self.client
     }
+
+    /// The origin the browser is on: `public_url` when configured.
+    fn origin(&self, view: &ClientView) -> String {
+        self.public_url.clone().unwrap_or_else(|| view.origin())
+    }
+
+    fn secure(&self, view: &ClientView) -> bool {
+        match &self.public_url {
+            Some(u) => u.starts_with("https://"),
+            None => view.scheme == "https",
+        }
+    }
+
+    fn cookie_name(&self, jar: Jar, secure: bool) -> &str {
+        &self.names[jar as usize][secure as usize]
+    }
+
+    fn read<T: serde::de::DeserializeOwned>(&self, headers: &HeaderMap, jar: Jar, secure: bool) -> Option<T> {
+        let value = headers::cookie(headers, self.cookie_name(jar, secure))?;
+        self.codec.open(jar.purpose(), value)
+    }
+
+    /// The cached identity for the request's session cookie, opening and signing on a miss.
+    fn session(&self, headers: &HeaderMap, secure: bool, now: u64) -> Option<Arc<Cached>> {
+        let value = headers::cookie(headers, self.cookie_name(Jar::Session, secure))?;
+        if let Some(hit) = self.cache.get(value) {
+            if hit.usable_at(now) {
+                return Some(hit);
+            }
+        }
+        let data: SessionData = self.codec.open(Jar::Session.purpose(), value)?;
+        // A cookie sealed for another appid (a shared secret across gateways) is no session here.
+        if !data.is_valid_at(now) || data.appid != self.appid {
+            self.cache.remove(value);
+            return None;
+        }
+        let cached = Arc::new(self.identity(data, now)?);
+        self.cache.insert(value, cached.clone());
+        Some(cached)
+    }
+
+    /// Signs the JWT and prepares the header values for one session.
+    fn identity(&self, data: SessionData, now: u64) -> Option<Cached> {
+        let (token, exp) = self
+            .signer
+            .sign(&data.openid, data.unionid.as_deref(), &data.appid, &data.scope, now);
+        let jwt = if self.bearer {
+            HeaderValue::from_str(&format!("Bearer {token}")).ok()?
+        } else {
+            HeaderValue::from_str(&token).ok()?
+        };
+        let headers = IdentityHeaders {
+            openid: HeaderValue::from_str(&data.openid).ok()?,
+            unionid: data.unionid.as_deref().and_then(|u| HeaderValue::from_str(u).ok()),
+            jwt,
+            jwt_header: self.jwt_header.clone(),
+        };
+        // Re-sign when a quarter of the lifetime is left, so upstreams never get a stale token.
+        let jwt_refresh_at = exp.saturating_sub(self.jwt_ttl / 4);
+        Some(Cached {
+            data,
+            headers: Arc::new(headers),
+            jwt_refresh_at,
+        })
+    }
+
+    /// Serves `/_wxgate/<name>` endpoints that belong to authentication.
+    pub async fn serve_endpoint(&self, name: &str, req: &Request<Incoming>, view: &ClientView) -> Result<Option<Response<Body>>, GatewayError> {
+        let resp = match name {
+            "login" => self.login(req, view),
+            "callback" => {
+                let mut resp = self.callback(req, view).await?;
+                // The callback URL carries a code: never leak it through Referer.
+                resp.headers_mut()
+                    .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+                resp
+            }
+            "logout" => self.logout(req, view),
+            "session" => self.session_info(req, view),
+            "jwks.json" => {
+                let mut resp = pages::json_bytes(http::StatusCode::OK, self.jwks.clone());
+                resp.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+                resp
+            }
+            _ => return Ok(None),
+        };
+        Ok(Some(resp))
+    }
+}
+
+/// Requests that must get 401 JSON instead of a redirect: APIs, XHR, non-navigation methods,
+/// and clients that do not accept HTML.
+fn wants_401(route: &RouteSettings, req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    let navigation = req.method() == Method::GET || req.method() == Method::HEAD;
+    let accept = h.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let accepts_html = accept.is_none_or(|a| a.contains("text/html") || a.contains("*/*") || a.contains("xhtml"));
+    route.api || !navigation || headers::wants_json(h) || !accepts_html
 }
 
 /// Decides whether and as whom a request goes upstream.
 pub async fn authenticate(auth: Option<&Auth>, route: &RouteSettings, req: &Request<Incoming>, view: &ClientView) -> Result<Decision, GatewayError> {
-    let _ = (req, view);
-    match (auth, route.auth) {
-        (_, AuthMode::Off) | (None, _) => Ok(Decision::Forward(Permit::anonymous())),
-        (Some(_), _) => Ok(Decision::Forward(Permit::anonymous())),
+    let Some(auth) = auth else {
+        return Ok(Decision::Forward(Permit::anonymous()));
+    };
+    if route.auth == AuthMode::Off {
+        return Ok(Decision::Forward(Permit::anonymous()));
     }
+    let now = now();
+    let secure = auth.secure(view);
+    if let Some(session) = auth.session(req.headers(), secure, now) {
+        return Ok(Decision::Forward(Permit {
+            identity: Some(session.headers.clone()),
+            snapshot: false,
+        }));
+    }
+    let snapshot = auth.read::<u8>(req.headers(), Jar::Snapshot, secure).is_some();
+    if route.auth == AuthMode::Optional {
+        return Ok(Decision::Forward(Permit { identity: None, snapshot }));
+    }
+    if snapshot {
+        return Ok(Decision::Respond(pages::snapshot_notice()));
+    }
+    let ua = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let in_wechat = ua::is_wechat(ua, auth.allow_wecom);
+    if !in_wechat && route.non_wechat == NonWechat::Pass {
+        return Ok(Decision::Forward(Permit::anonymous()));
+    }
+    let here = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    if wants_401(route, req) {
+        return Ok(Decision::Respond(flow::login_required(here)));
+    }
+    if !in_wechat && route.non_wechat == NonWechat::Deny {
+        return Ok(Decision::Respond(pages::open_in_wechat(&format!("{}{here}", auth.origin(view)))));
+    }
+    Ok(Decision::Respond(auth.begin(req.headers(), view, here, now)))
 }

@@ -1,0 +1,336 @@
+//! The login endpoints: sending the browser to WeChat's authorize page, the callback that
+//! exchanges the code, logout and session info. The loop guard lives here: a login that
+//! keeps failing ends on an error page, even for a browser that keeps no cookies.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cookie::{Cookie, SameSite};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use super::redirect::{encode_for_location, safe_return_to};
+use super::session::SessionData;
+use super::state::{new_state, states_match, LoginState, LoopGuard};
+use super::{now, Auth, Jar};
+use crate::body::Body;
+use crate::config::UnionIdMode;
+use crate::error::GatewayError;
+use crate::headers::ClientView;
+use crate::pages;
+
+/// Like Python's `quote(s, safe="")`, what WeChat expects for `redirect_uri`: everything
+/// but letters, digits and `-._~` is percent-encoded, exactly once.
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
+/// How long the browser has between leaving for WeChat and coming back.
+const STATE_TTL: u64 = 600;
+/// Rounds per login attempt: the first, and one restart.
+const MAX_ROUNDS: u8 = 2;
+/// How long an exchanged code is remembered, for duplicate callbacks (codes live 5 minutes).
+const CODE_MEMORY: u64 = 300;
+
+/// Codes this gateway exchanged recently (by hash), with the session they produced, so that
+/// a duplicate callback (a refreshed page, Android's double callback) lands in the session.
+#[derive(Default)]
+pub struct RecentCodes(Mutex<HashMap<Vec<u8>, (SessionData, u64)>>);
+
+impl RecentCodes {
+    fn key(code: &str) -> Vec<u8> {
+        ring::digest::digest(&ring::digest::SHA256, code.as_bytes()).as_ref().to_vec()
+    }
+
+    fn remember(&self, code: &str, data: &SessionData, now: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= 10_000 {
+            map.retain(|_, (_, until)| *until > now);
+            if map.len() >= 10_000 {
+                map.clear();
+            }
+        }
+        map.insert(Self::key(code), (data.clone(), now + CODE_MEMORY));
+    }
+
+    fn recall(&self, code: &str, now: u64) -> Option<SessionData> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&Self::key(code))
+            .filter(|(data, until)| *until > now && data.is_valid_at(now))
+            .map(|(data, _)| data.clone())
+    }
+}
+
+fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    let q = req.uri().query()?;
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn login_url(return_to: &str) -> String {
+    format!("/_wxgate/login?return_to={}", utf8_percent_encode(return_to, URI_COMPONENT))
+}
+
+/// 401 for APIs: where to send the user to log in, never a redirect.
+pub fn login_required(here: &str) -> Response<Body> {
+    let mut resp = pages::json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({
+            "error": "wechat_login_required",
+            "login_url": login_url(&safe_return_to(here)),
+        }),
+    );
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("WeChat realm=\"wxgate\""));
+    resp
+}
+
+impl Auth {
+    fn set_cookie(&self, resp: &mut Response<Body>, jar: Jar, secure: bool, value: Option<(String, Option<u64>)>) {
+        let name = self.cookie_name(jar, secure).to_string();
+        let mut c = match &value {
+            Some((v, _)) => Cookie::new(name, v.clone()),
+            None => Cookie::new(name, ""),
+        };
+        c.set_path("/");
+        c.set_http_only(true);
+        c.set_same_site(SameSite::Lax);
+        c.set_secure(secure);
+        match value {
+            Some((_, Some(max_age))) => c.set_max_age(cookie::time::Duration::seconds(max_age as i64)),
+            Some((_, None)) => {}
+            None => c.make_removal(),
+        }
+        if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+
+    fn seal_cookie<T: serde::Serialize>(&self, resp: &mut Response<Body>, jar: Jar, secure: bool, value: &T, max_age: Option<u64>) {
+        let sealed = self.codec.seal(jar.purpose(), value);
+        self.set_cookie(resp, jar, secure, Some((sealed, max_age)));
+    }
+
+    fn guard(&self, headers: &HeaderMap, secure: bool) -> LoopGuard {
+        self.read(headers, Jar::Guard, secure).unwrap_or_default()
+    }
+
+    /// An unauthenticated navigation: start round 1, unless this browser already failed too often.
+    pub(super) fn begin(&self, headers: &HeaderMap, view: &ClientView, here: &str, now: u64) -> Response<Body> {
+        let secure = self.secure(view);
+        let return_to = safe_return_to(here);
+        if self.guard(headers, secure).tripped(now) {
+            return pages::login_failed(&login_url(&return_to), "-");
+        }
+        self.redirect_to_wechat(view, return_to, 1, None, now)
+    }
+
+    /// 302 to WeChat's authorize page, with the state and the return path in a sealed cookie.
+    fn redirect_to_wechat(&self, view: &ClientView, return_to: String, round: u8, guard: Option<LoopGuard>, now: u64) -> Response<Body> {
+        let secure = self.secure(view);
+        let origin = self.origin(view);
+        // The round also rides in the callback URL, so a browser without cookies is still counted.
+        let redirect_uri = if round <= 1 {
+            format!("{origin}/_wxgate/callback")
+        } else {
+            format!("{origin}/_wxgate/callback?wxr={round}")
+        };
+        let state = new_state();
+        // WeChat matches this URL with a strict pattern: keep the parameters in this order.
+        let location = format!(
+            "{}/connect/oauth2/authorize?appid={}&redirect_uri={}&response_type=code&scope=snsapi_base&state={}&connect_redirect=1#wechat_redirect",
+            self.open_base,
+            self.appid,
+            utf8_percent_encode(&redirect_uri, URI_COMPONENT),
+            state
+        );
+        let login = LoginState {
+            state,
+            return_to,
+            round,
+            created_at: now,
+        };
+        let mut resp = pages::redirect(&location);
+        self.seal_cookie(&mut resp, Jar::State, secure, &login, Some(STATE_TTL));
+        if let Some(g) = guard {
+            self.seal_cookie(&mut resp, Jar::Guard, secure, &g, Some(STATE_TTL));
+        }
+        resp
+    }
+
+    /// `GET /_wxgate/login?return_to=/path`: starts the flow explicitly.
+    pub(super) fn login(&self, req: &Request<Incoming>, view: &ClientView) -> Response<Body> {
+        let here = query_param(req, "return_to").unwrap_or_else(|| "/".into());
+        self.begin(req.headers(), view, &here, now())
+    }
+
+    /// `GET /_wxgate/logout?return_to=/path`: forgets the session.
+    pub(super) fn logout(&self, req: &Request<Incoming>, view: &ClientView) -> Response<Body> {
+        let secure = self.secure(view);
+        if let Some(v) = crate::headers::cookie(req.headers(), self.cookie_name(Jar::Session, secure)) {
+            self.cache.remove(v);
+        }
+        let return_to = safe_return_to(&query_param(req, "return_to").unwrap_or_else(|| "/".into()));
+        let mut resp = pages::redirect(&encode_for_location(&return_to));
+        self.set_cookie(&mut resp, Jar::Session, secure, None);
+        self.set_cookie(&mut resp, Jar::Snapshot, secure, None);
+        resp
+    }
+
+    /// `GET /_wxgate/session`: the identity as JSON, or 401.
+    pub(super) fn session_info(&self, req: &Request<Incoming>, view: &ClientView) -> Response<Body> {
+        match self.session(req.headers(), self.secure(view), now()) {
+            Some(s) => pages::json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "openid": s.data.openid,
+                    "unionid": s.data.unionid,
+                    "appid": s.data.appid,
+                    "scope": s.data.scope,
+                    "issued_at": s.data.issued_at,
+                    "expires_at": s.data.expires_at,
+                }),
+            ),
+            None => login_required("/"),
+        }
+    }
+
+    /// `GET /_wxgate/callback?code=…&state=…[&wxr=N]`.
+    pub(super) async fn callback(&self, req: &Request<Incoming>, view: &ClientView) -> Result<Response<Body>, GatewayError> {
+        let now = now();
+        let secure = self.secure(view);
+        let headers = req.headers();
+        let login: Option<LoginState> = self
+            .read::<LoginState>(headers, Jar::State, secure)
+            .filter(|l| l.created_at <= now + 60 && now < l.created_at + STATE_TTL);
+        let url_round: u8 = query_param(req, "wxr").and_then(|r| r.parse().ok()).unwrap_or(1);
+        let round = url_round.max(login.as_ref().map_or(1, |l| l.round));
+        let return_to = login.as_ref().map_or_else(|| "/".to_string(), |l| l.return_to.clone());
+        let has_session = self.session(headers, secure, now).is_some();
+        let retry = Retry {
+            view,
+            return_to: &return_to,
+            round,
+            guard: self.guard(headers, secure),
+            now,
+        };
+
+        let state_ok = match (&login, query_param(req, "state")) {
+            (Some(l), Some(s)) => states_match(&l.state, &s),
+            _ => false,
+        };
+        if !state_ok {
+            // A refreshed callback after success: the state is spent but the session is there.
+            if has_session {
+                return Ok(self.back_to(&return_to, secure));
+            }
+            return Ok(self.restart(retry, "state missing, expired or mismatched"));
+        }
+        let code = query_param(req, "code").filter(|c| !c.is_empty() && c.len() <= 512);
+        let Some(code) = code else {
+            if has_session {
+                return Ok(self.back_to(&return_to, secure));
+            }
+            return Ok(self.restart(retry, "callback without code"));
+        };
+
+        match self.client.exchange_code(&code).await {
+            Ok(ex) if ex.is_snapshot => {
+                // A virtual identity: never bound to a session (reference §8).
+                tracing::info!("snapshot-mode user: no session issued");
+                let mut resp = self.back_to(&return_to, secure);
+                self.seal_cookie(&mut resp, Jar::Snapshot, secure, &1u8, None);
+                Ok(resp)
+            }
+            Ok(ex) => {
+                let unionid = match (ex.unionid, self.unionid_mode) {
+                    (Some(u), _) => Some(u),
+                    (None, UnionIdMode::Follower) => match self.client.follower_unionid(&ex.openid).await {
+                        Ok(u) => u,
+                        Err(e) => {
+                            log_wechat_error(&e, "unionid lookup failed; session issued without unionid");
+                            None
+                        }
+                    },
+                    (None, UnionIdMode::Off) => None,
+                };
+                let data = SessionData {
+                    openid: ex.openid,
+                    unionid,
+                    appid: self.appid.clone(),
+                    scope: ex.scope,
+                    issued_at: now,
+                    expires_at: now + self.session_ttl,
+                };
+                self.recent_codes.remember(&code, &data, now);
+                Ok(self.logged_in(&data, &return_to, secure))
+            }
+            Err(e) if e.is_bad_code() => {
+                if has_session {
+                    return Ok(self.back_to(&return_to, secure));
+                }
+                if let Some(data) = self.recent_codes.recall(&code, now) {
+                    return Ok(self.logged_in(&data, &return_to, secure));
+                }
+                log_wechat_error(&e, "code rejected");
+                Ok(self.restart(retry, "code rejected by WeChat"))
+            }
+            Err(e) if e.is_config() => {
+                log_wechat_error(&e, "WeChat rejected the gateway's configuration");
+                Err(GatewayError::WechatConfig(e.to_string()))
+            }
+            Err(e) => {
+                log_wechat_error(&e, "code exchange failed");
+                Err(GatewayError::WechatUnavailable(e.to_string()))
+            }
+        }
+    }
+
+    fn logged_in(&self, data: &SessionData, return_to: &str, secure: bool) -> Response<Body> {
+        let mut resp = self.back_to(return_to, secure);
+        self.seal_cookie(&mut resp, Jar::Session, secure, data, Some(self.session_ttl));
+        self.set_cookie(&mut resp, Jar::Guard, secure, None);
+        self.set_cookie(&mut resp, Jar::Snapshot, secure, None);
+        resp
+    }
+
+    /// 302 to the (already sanitized) return path, with the state cookie spent.
+    fn back_to(&self, return_to: &str, secure: bool) -> Response<Body> {
+        let target = super::redirect::strip_params(&safe_return_to(return_to), &["code", "state"]);
+        let mut resp = pages::redirect(&encode_for_location(&target));
+        self.set_cookie(&mut resp, Jar::State, secure, None);
+        resp
+    }
+
+    /// A failed round: one restart, then an error page; the guard counts across attempts.
+    fn restart(&self, mut r: Retry<'_>, reason: &'static str) -> Response<Body> {
+        let secure = self.secure(r.view);
+        r.guard.record_failure(r.now);
+        tracing::info!(reason, round = r.round, failures = r.guard.failures, "login round failed");
+        if r.round >= MAX_ROUNDS || r.guard.tripped(r.now) {
+            let mut resp = pages::login_failed(&login_url(r.return_to), "-");
+            self.seal_cookie(&mut resp, Jar::Guard, secure, &r.guard, Some(STATE_TTL));
+            self.set_cookie(&mut resp, Jar::State, secure, None);
+            return resp;
+        }
+        self.redirect_to_wechat(r.view, r.return_to.to_string(), r.round + 1, Some(r.guard), r.now)
+    }
+}
+
+struct Retry<'a> {
+    view: &'a ClientView,
+    return_to: &'a str,
+    round: u8,
+    guard: LoopGuard,
+    now: u64,
+}
+
+fn log_wechat_error(e: &crate::wechat::WechatError, what: &'static str) {
+    let errcode = e.errcode().unwrap_or(0);
+    if e.is_config() {
+        tracing::error!(errcode, error = %e, "{what}");
+    } else {
+        tracing::warn!(errcode, error = %e, "{what}");
+    }
+}
