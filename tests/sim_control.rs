@@ -242,3 +242,19 @@ async fn world_endpoint_and_shutdown() {
         "no longer serving after shutdown"
     );
 }
+
+#[tokio::test]
+async fn run_cli_refuses_a_bad_config_before_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("sim.toml");
+    std::fs::write(&p, "[[users]]\nname = \"x\"\nfollows = [\"wxnope\"]\n").unwrap();
+    let addr = "127.0.0.1:0".parse().unwrap();
+    let e = wxgate::simulator::run_cli(addr, Some(p))
+        .await
+        .expect_err("invalid world");
+    assert!(matches!(e, wxgate::simulator::SimError::Config(_)), "{e}");
+    let e = wxgate::simulator::run_cli(addr, Some(dir.path().join("missing.toml")))
+        .await
+        .expect_err("missing file");
+    assert!(e.to_string().contains("missing.toml"), "{e}");
+}

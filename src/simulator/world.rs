@@ -348,6 +348,39 @@ mod tests {
     }
 
     #[test]
+    fn example_file_is_the_default_world() {
+        let cfg = SimConfig::from_toml(include_str!("../../sim.example.toml")).expect("example");
+        let def = SimConfig::default();
+        assert_eq!(cfg.apps.len(), def.apps.len());
+        for (a, b) in cfg.apps.iter().zip(&def.apps) {
+            assert_eq!((&a.appid, &a.secret, a.kind), (&b.appid, &b.secret, b.kind));
+            assert_eq!(a.open_platform, b.open_platform);
+            assert_eq!(a.callback_domains, b.callback_domains);
+        }
+        let names: Vec<_> = cfg
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), u.snapshot, u.follows.clone()))
+            .collect();
+        let want: Vec<_> = def
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), u.snapshot, u.follows.clone()))
+            .collect();
+        assert_eq!(names, want);
+    }
+
+    #[test]
+    fn from_file_reports_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("sim.toml");
+        std::fs::write(&p, "[[apps]]\nappid = 1\n").expect("write");
+        let e = SimConfig::from_file(&p).expect_err("bad file");
+        assert!(e.to_string().contains("sim.toml"), "{e}");
+        assert!(SimConfig::from_file(dir.path().join("missing.toml")).is_err());
+    }
+
+    #[test]
     fn config_rejects_unknown_keys_ports_and_bad_follows() {
         assert!(SimConfig::from_toml("bogus = 1").is_err());
         let base = r#"
