@@ -15,5 +15,6 @@ pub mod pages;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod simulator;
 pub mod tls;
 pub mod wechat;
