@@ -14,7 +14,11 @@ use crate::pages;
 pub const PREFIX: &str = "/_wxgate/";
 
 /// Answers the request if it is the gateway's own; `None` lets it go on to routing.
-pub async fn serve(gateway: &Gateway, req: &Request<Incoming>, view: &ClientView) -> Result<Option<http::Response<Body>>, GatewayError> {
+pub async fn serve(
+    gateway: &Gateway,
+    req: &Request<Incoming>,
+    view: &ClientView,
+) -> Result<Option<http::Response<Body>>, GatewayError> {
     let path = req.uri().path();
     if let Some(resp) = verify_file(gateway, req.method(), path) {
         return Ok(Some(resp));

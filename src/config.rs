@@ -335,17 +335,14 @@ impl Settings {
             // toml's message carries the line, the column and the offending key.
             err("", e.to_string().trim_end().replace('\n', " "))
         })?;
-        expand_env(&mut value, &mut String::new(), env).map_err(|(key, reason)| err(&key, reason))?;
+        expand_env(&mut value, &mut String::new(), env)
+            .map_err(|(key, reason)| err(&key, reason))?;
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { String::new() } else { key };
             err(&key, e.into_inner().to_string())
         })?;
-        Validator {
-            file,
-            base_dir,
-        }
-        .settings(raw)
+        Validator { file, base_dir }.settings(raw)
     }
 
     /// Whether any route uses WeChat authentication.
@@ -399,7 +396,9 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             .ok_or_else(|| "unterminated ${...} reference".to_string())?;
         let name = &after[..end];
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("invalid environment variable name {name:?} in ${{...}}"));
+            return Err(format!(
+                "invalid environment variable name {name:?} in ${{...}}"
+            ));
         }
         let val = env(name).ok_or_else(|| format!("environment variable {name} is not set"))?;
         out.push_str(&val);
@@ -457,7 +456,12 @@ impl Validator<'_> {
         }
     }
 
-    fn duration(&self, key: &str, v: Option<&str>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        v: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match v {
             None => Ok(default),
             Some(s) => parse_duration(s).map_err(|r| self.err(key, r)),
@@ -510,7 +514,10 @@ impl Validator<'_> {
                 return Err(self.err(&key, "authentication needs a [wechat] section"));
             }
             if session.is_none() {
-                return Err(self.err(&key, "authentication needs a [session] section with a secret"));
+                return Err(self.err(
+                    &key,
+                    "authentication needs a [session] section with a secret",
+                ));
             }
             if jwt.is_none() {
                 return Err(self.err(&key, "authentication needs a [jwt] section"));
@@ -528,7 +535,13 @@ impl Validator<'_> {
 
     fn server(&self, s: RawServer) -> Result<ServerSettings, ConfigError> {
         let listen: SocketAddr = s.listen.trim().parse().map_err(|_| {
-            self.err("server.listen", format!("invalid address {:?}; expected ip:port such as \"127.0.0.1:8080\"", s.listen))
+            self.err(
+                "server.listen",
+                format!(
+                    "invalid address {:?}; expected ip:port such as \"127.0.0.1:8080\"",
+                    s.listen
+                ),
+            )
         })?;
         let public_url = s
             .public_url
@@ -540,10 +553,16 @@ impl Validator<'_> {
             let net = parse_cidr(cidr).map_err(|r| self.err(&key, r))?;
             trusted_proxies.push(net);
         }
-        let request_timeout =
-            self.duration("server.request_timeout", s.request_timeout.as_deref(), Duration::from_secs(30))?;
-        let shutdown_timeout =
-            self.duration("server.shutdown_timeout", s.shutdown_timeout.as_deref(), Duration::from_secs(30))?;
+        let request_timeout = self.duration(
+            "server.request_timeout",
+            s.request_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?;
+        let shutdown_timeout = self.duration(
+            "server.shutdown_timeout",
+            s.shutdown_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?;
         let max_request_header_bytes = match s.max_request_header_bytes {
             None => 16 * 1024,
             Some(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
@@ -571,34 +590,56 @@ impl Validator<'_> {
 
     fn wechat(&self, w: RawWechat) -> Result<WechatSettings, ConfigError> {
         let appid = w.appid.trim().to_string();
-        if appid.is_empty() || appid.len() > 64 || !appid.chars().all(|c| c.is_ascii_alphanumeric()) {
+        if appid.is_empty() || appid.len() > 64 || !appid.chars().all(|c| c.is_ascii_alphanumeric())
+        {
             return Err(self.err("wechat.appid", "must be the Official Account's appid (letters and digits, e.g. \"wx0123456789abcdef\")"));
         }
         if w.secret.trim().is_empty() {
-            return Err(self.err("wechat.secret", "must not be empty (use \"${WECHAT_APPSECRET}\")"));
+            return Err(self.err(
+                "wechat.secret",
+                "must not be empty (use \"${WECHAT_APPSECRET}\")",
+            ));
         }
         let api_base = base_url(w.api_base.as_deref().unwrap_or("https://api.weixin.qq.com"))
             .map_err(|r| self.err("wechat.api_base", r))?;
-        let open_base = base_url(w.open_base.as_deref().unwrap_or("https://open.weixin.qq.com"))
-            .map_err(|r| self.err("wechat.open_base", r))?;
+        let open_base = base_url(
+            w.open_base
+                .as_deref()
+                .unwrap_or("https://open.weixin.qq.com"),
+        )
+        .map_err(|r| self.err("wechat.open_base", r))?;
         let unionid = match w.unionid.as_deref().unwrap_or("off") {
             "off" => UnionIdMode::Off,
             "follower" => UnionIdMode::Follower,
-            other => return Err(self.err("wechat.unionid", format!("{other:?} is not one of \"off\", \"follower\""))),
+            other => {
+                return Err(self.err(
+                    "wechat.unionid",
+                    format!("{other:?} is not one of \"off\", \"follower\""),
+                ))
+            }
         };
         let token_endpoint = match w.token_endpoint.as_deref().unwrap_or("stable") {
             "stable" => TokenEndpoint::Stable,
             "classic" => TokenEndpoint::Classic,
             other => {
-                return Err(self.err("wechat.token_endpoint", format!("{other:?} is not one of \"stable\", \"classic\"")))
+                return Err(self.err(
+                    "wechat.token_endpoint",
+                    format!("{other:?} is not one of \"stable\", \"classic\""),
+                ))
             }
         };
-        let timeout = self.duration("wechat.timeout", w.timeout.as_deref(), Duration::from_secs(5))?;
+        let timeout = self.duration(
+            "wechat.timeout",
+            w.timeout.as_deref(),
+            Duration::from_secs(5),
+        )?;
         for (name, _) in &w.verify_files {
             // Served at the root, so the name must be a plain file name WeChat would ask for.
             let ok = name.ends_with(".txt")
                 && name.len() <= 128
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
                 && !name.starts_with('.');
             if !ok {
                 return Err(self.err(
@@ -634,13 +675,23 @@ impl Validator<'_> {
         }
         let mut keys = Vec::new();
         for (key, value) in raw_keys {
-            keys.push(Secret::new(parse_secret(&value).map_err(|r| self.err(&key, r))?));
+            keys.push(Secret::new(
+                parse_secret(&value).map_err(|r| self.err(&key, r))?,
+            ));
         }
-        let ttl = self.duration("session.ttl", s.ttl.as_deref(), Duration::from_secs(7 * 86400))?;
-        let cookie_name = s.cookie_name.unwrap_or_else(|| "wxgate_session".to_string());
+        let ttl = self.duration(
+            "session.ttl",
+            s.ttl.as_deref(),
+            Duration::from_secs(7 * 86400),
+        )?;
+        let cookie_name = s
+            .cookie_name
+            .unwrap_or_else(|| "wxgate_session".to_string());
         let valid_name = !cookie_name.is_empty()
             && cookie_name.len() <= 64
-            && cookie_name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && cookie_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             && !cookie_name.starts_with("__");
         if !valid_name {
             return Err(self.err(
@@ -648,13 +699,21 @@ impl Validator<'_> {
                 "must be letters, digits, '_' or '-' and must not start with \"__\" (\"__Host-\" is added on HTTPS)",
             ));
         }
-        Ok(SessionSettings { keys, ttl, cookie_name })
+        Ok(SessionSettings {
+            keys,
+            ttl,
+            cookie_name,
+        })
     }
 
     fn jwt(&self, j: RawJwt) -> Result<JwtSettings, ConfigError> {
         let header_name = j.header.unwrap_or_else(|| "X-WeChat-JWT".to_string());
-        let header = http::HeaderName::from_bytes(header_name.as_bytes())
-            .map_err(|_| self.err("jwt.header", format!("{header_name:?} is not a valid header name")))?;
+        let header = http::HeaderName::from_bytes(header_name.as_bytes()).map_err(|_| {
+            self.err(
+                "jwt.header",
+                format!("{header_name:?} is not a valid header name"),
+            )
+        })?;
         let algorithm = match j.algorithm.as_deref().unwrap_or("ES256") {
             "HS256" => JwtAlgorithm::HS256,
             "RS256" => JwtAlgorithm::RS256,
@@ -668,27 +727,48 @@ impl Validator<'_> {
             }
         };
         let key = match (algorithm, j.private_key, j.secret) {
-            (JwtAlgorithm::HS256, None, Some(secret)) => {
-                JwtKey::Shared(Secret::new(parse_secret(&secret).map_err(|r| self.err("jwt.secret", r))?))
+            (JwtAlgorithm::HS256, None, Some(secret)) => JwtKey::Shared(Secret::new(
+                parse_secret(&secret).map_err(|r| self.err("jwt.secret", r))?,
+            )),
+            (JwtAlgorithm::HS256, _, None) => {
+                return Err(self.err("jwt.secret", "HS256 needs a secret"))
             }
-            (JwtAlgorithm::HS256, _, None) => return Err(self.err("jwt.secret", "HS256 needs a secret")),
             (JwtAlgorithm::HS256, Some(_), Some(_)) => {
-                return Err(self.err("jwt.private_key", "HS256 uses jwt.secret; remove jwt.private_key"))
+                return Err(self.err(
+                    "jwt.private_key",
+                    "HS256 uses jwt.secret; remove jwt.private_key",
+                ))
             }
             (_, Some(_), Some(_)) => {
-                return Err(self.err("jwt.secret", format!("{} uses jwt.private_key; remove jwt.secret", algorithm.as_str())))
+                return Err(self.err(
+                    "jwt.secret",
+                    format!(
+                        "{} uses jwt.private_key; remove jwt.secret",
+                        algorithm.as_str()
+                    ),
+                ))
             }
             (_, None, _) => {
                 return Err(self.err(
                     "jwt.private_key",
-                    format!("{} needs a PEM private key file (see certs/README.md)", algorithm.as_str()),
+                    format!(
+                        "{} needs a PEM private key file (see certs/README.md)",
+                        algorithm.as_str()
+                    ),
                 ))
             }
             (_, Some(p), None) => {
                 let path = self.path(&p);
-                let pem = std::fs::read(&path)
-                    .map_err(|e| self.err("jwt.private_key", format!("cannot read {}: {e}", path.display())))?;
-                JwtKey::Pem { path, pem: Secret::new(pem) }
+                let pem = std::fs::read(&path).map_err(|e| {
+                    self.err(
+                        "jwt.private_key",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                JwtKey::Pem {
+                    path,
+                    pem: Secret::new(pem),
+                }
             }
         };
         let issuer = j.issuer.unwrap_or_else(|| "wxgate".to_string());
@@ -701,7 +781,10 @@ impl Validator<'_> {
         }
         let ttl = self.duration("jwt.ttl", j.ttl.as_deref(), Duration::from_secs(300))?;
         if ttl < Duration::from_secs(30) {
-            return Err(self.err("jwt.ttl", "must be at least 30s (tokens are reused until near expiry)"));
+            return Err(self.err(
+                "jwt.ttl",
+                "must be at least 30s (tokens are reused until near expiry)",
+            ));
         }
         Ok(JwtSettings {
             header,
@@ -724,21 +807,29 @@ impl Validator<'_> {
             Some(h) => {
                 let h = h.trim().to_ascii_lowercase();
                 let ok = !h.is_empty()
-                    && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
                 if !ok {
-                    return Err(self.err(&key("host"), format!("{h:?} is not a host name (no scheme, port or path)")));
+                    return Err(self.err(
+                        &key("host"),
+                        format!("{h:?} is not a host name (no scheme, port or path)"),
+                    ));
                 }
                 Some(h)
             }
         };
         let path = r.path.unwrap_or_else(|| "/".to_string());
         if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
-            return Err(self.err(&key("path"), format!("{path:?} must be a path prefix starting with '/'")));
+            return Err(self.err(
+                &key("path"),
+                format!("{path:?} must be a path prefix starting with '/'"),
+            ));
         }
         if path == "/_wxgate" || path.starts_with("/_wxgate/") {
             return Err(self.err(&key("path"), "/_wxgate/ is reserved for the gateway"));
         }
-        let upstream = parse_upstream(&r.upstream).map_err(|reason| self.err(&key("upstream"), reason))?;
+        let upstream =
+            parse_upstream(&r.upstream).map_err(|reason| self.err(&key("upstream"), reason))?;
         // Fail closed: with WeChat configured, a route authenticates unless it says otherwise.
         let default_auth = if has_wechat { "required" } else { "off" };
         let auth = match r.auth.as_deref().unwrap_or(default_auth) {
@@ -746,7 +837,10 @@ impl Validator<'_> {
             "optional" => AuthMode::Optional,
             "off" => AuthMode::Off,
             other => {
-                return Err(self.err(&key("auth"), format!("{other:?} is not one of \"required\", \"optional\", \"off\"")))
+                return Err(self.err(
+                    &key("auth"),
+                    format!("{other:?} is not one of \"required\", \"optional\", \"off\""),
+                ))
             }
         };
         let non_wechat = match r.non_wechat.as_deref().unwrap_or("deny") {
@@ -754,7 +848,10 @@ impl Validator<'_> {
             "pass" => NonWechat::Pass,
             "login" => NonWechat::Login,
             other => {
-                return Err(self.err(&key("non_wechat"), format!("{other:?} is not one of \"deny\", \"pass\", \"login\"")))
+                return Err(self.err(
+                    &key("non_wechat"),
+                    format!("{other:?} is not one of \"deny\", \"pass\", \"login\""),
+                ))
             }
         };
         Ok(RouteSettings {
@@ -787,10 +884,14 @@ fn parse_origin(s: &str) -> Result<String, String> {
         return Err(format!("{s:?} must start with https:// or http://"));
     }
     if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
-        return Err(format!("{s:?} must be an origin such as \"https://h5.example.com\""));
+        return Err(format!(
+            "{s:?} must be an origin such as \"https://h5.example.com\""
+        ));
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("{s:?} must be an origin only, without a path, query or fragment"));
+        return Err(format!(
+            "{s:?} must be an origin only, without a path, query or fragment"
+        ));
     }
     Ok(url.origin().ascii_serialization())
 }
@@ -812,10 +913,16 @@ fn parse_upstream(s: &str) -> Result<Upstream, String> {
     let https = match url.scheme() {
         "http" => false,
         "https" => true,
-        other => return Err(format!("scheme {other:?} is not supported; use http:// or https://")),
+        other => {
+            return Err(format!(
+                "scheme {other:?} is not supported; use http:// or https://"
+            ))
+        }
     };
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err(format!("{s:?} must not have credentials, a query or a fragment"));
+        return Err(format!(
+            "{s:?} must not have credentials, a query or a fragment"
+        ));
     }
     let host = url.host_str().ok_or_else(|| format!("{s:?} has no host"))?;
     let authority = match url.port() {
@@ -880,14 +987,35 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let cases = [
-            (MIN.replace("[server]", "[server]\nrequest_timeout = \"soon\""), "server.request_timeout"),
-            (MIN.replace("[server]", "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]"), "server.trusted_proxies[0]"),
+            (
+                MIN.replace("[server]", "[server]\nrequest_timeout = \"soon\""),
+                "server.request_timeout",
+            ),
+            (
+                MIN.replace("[server]", "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]"),
+                "server.trusted_proxies[0]",
+            ),
             (MIN.replace("127.0.0.1:0", "localhost"), "server.listen"),
-            (MIN.replace("http://127.0.0.1:3000", "ftp://x"), "route[0].upstream"),
-            (MIN.replace("[server]", "[server]\npublic_url = \"https://a.com/x\""), "server.public_url"),
-            (format!("{MIN}[[route]]\nname = \"a\"\npath = \"/b\"\nupstream = \"http://x\"\n"), "route[1].name"),
-            (format!("{MIN}[[route]]\nname = \"b\"\nupstream = \"http://x\"\n"), "route[1].path"),
-            (MIN.replace("name = \"a\"", "name = \"a\"\npath = \"/_wxgate/x\""), "route[0].path"),
+            (
+                MIN.replace("http://127.0.0.1:3000", "ftp://x"),
+                "route[0].upstream",
+            ),
+            (
+                MIN.replace("[server]", "[server]\npublic_url = \"https://a.com/x\""),
+                "server.public_url",
+            ),
+            (
+                format!("{MIN}[[route]]\nname = \"a\"\npath = \"/b\"\nupstream = \"http://x\"\n"),
+                "route[1].name",
+            ),
+            (
+                format!("{MIN}[[route]]\nname = \"b\"\nupstream = \"http://x\"\n"),
+                "route[1].path",
+            ),
+            (
+                MIN.replace("name = \"a\"", "name = \"a\"\npath = \"/_wxgate/x\""),
+                "route[0].path",
+            ),
         ];
         for (text, key) in cases {
             let e = load(&text).unwrap_err();
@@ -905,9 +1033,16 @@ mod tests {
             "{MIN}[wechat]\nappid = \"wx0123456789abcdef\"\nsecret = \"${{SECRET}}\"\n[session]\nsecret = \"${{SESSION}}\"\n[jwt]\nalgorithm = \"HS256\"\nsecret = \"${{SESSION}}\"\n"
         );
         let s = load(&text).unwrap();
-        assert_eq!(s.routes[0].auth, AuthMode::Required, "fail closed when WeChat is configured");
+        assert_eq!(
+            s.routes[0].auth,
+            AuthMode::Required,
+            "fail closed when WeChat is configured"
+        );
         assert_eq!(s.wechat.as_ref().unwrap().secret.expose(), b"s3cr3t");
-        assert!(!format!("{:?}", s.wechat).contains("s3cr3t"), "Debug must not print secrets");
+        assert!(
+            !format!("{:?}", s.wechat).contains("s3cr3t"),
+            "Debug must not print secrets"
+        );
     }
 
     #[test]

@@ -34,7 +34,9 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BadRequest(_) | GatewayError::LoginFailed(_) => StatusCode::BAD_REQUEST,
-            GatewayError::UpstreamUnreachable(_) | GatewayError::WechatConfig(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnreachable(_) | GatewayError::WechatConfig(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::WechatUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -62,9 +64,15 @@ impl GatewayError {
             GatewayError::NoRoute => "There is nothing at this address.",
             GatewayError::HeadersTooLarge(_) => "The request headers are too large.",
             GatewayError::BadRequest(m) | GatewayError::LoginFailed(m) => m,
-            GatewayError::UpstreamUnreachable(_) => "The application behind this gateway is not answering.",
-            GatewayError::UpstreamTimeout(_) => "The application behind this gateway took too long to answer.",
-            GatewayError::WechatUnavailable(_) => "WeChat login is temporarily unavailable. Please try again shortly.",
+            GatewayError::UpstreamUnreachable(_) => {
+                "The application behind this gateway is not answering."
+            }
+            GatewayError::UpstreamTimeout(_) => {
+                "The application behind this gateway took too long to answer."
+            }
+            GatewayError::WechatUnavailable(_) => {
+                "WeChat login is temporarily unavailable. Please try again shortly."
+            }
             GatewayError::WechatConfig(_) => "WeChat login is not set up correctly on this site.",
             GatewayError::Internal(_) => "Something went wrong on our side.",
         }
@@ -77,11 +85,21 @@ impl GatewayError {
             GatewayError::WechatConfig(_) | GatewayError::Internal(_) => {
                 tracing::error!(request_id, status = status.as_u16(), error = %self, "request failed")
             }
-            GatewayError::NoRoute | GatewayError::HeadersTooLarge(_) | GatewayError::BadRequest(_) => {
+            GatewayError::NoRoute
+            | GatewayError::HeadersTooLarge(_)
+            | GatewayError::BadRequest(_) => {
                 tracing::debug!(request_id, status = status.as_u16(), error = %self, "request refused")
             }
-            _ => tracing::warn!(request_id, status = status.as_u16(), error = %self, "request failed"),
+            _ => {
+                tracing::warn!(request_id, status = status.as_u16(), error = %self, "request failed")
+            }
         }
-        pages::error(status, self.code(), self.public_message(), wants_json, request_id)
+        pages::error(
+            status,
+            self.code(),
+            self.public_message(),
+            wants_json,
+            request_id,
+        )
     }
 }

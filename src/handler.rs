@@ -11,6 +11,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::accesslog::{self, LoggedBody};
+use crate::admin;
 use crate::auth::{self, Auth, Decision};
 use crate::body::Body;
 use crate::config::{ConfigError, RouteSettings, Settings};
@@ -18,7 +19,6 @@ use crate::error::GatewayError;
 use crate::headers::{self, ClientView};
 use crate::proxy::{Forward, Proxy};
 use crate::routes::Router;
-use crate::admin;
 
 /// Everything a request needs, built once at start-up.
 pub struct Gateway {
@@ -60,10 +60,21 @@ impl Gateway {
 }
 
 /// Serves one request; never fails (errors become short pages) and always logs once.
-pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>, peer: SocketAddr, tls: bool) -> Response<LoggedBody> {
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    tls: bool,
+) -> Response<LoggedBody> {
     let started = Instant::now();
     let request_id = headers::request_id(req.headers());
-    let view = ClientView::new(peer, tls, req.uri(), req.headers(), &gateway.settings.server.trusted_proxies);
+    let view = ClientView::new(
+        peer,
+        tls,
+        req.uri(),
+        req.headers(),
+        &gateway.settings.server.trusted_proxies,
+    );
     let wants_json = headers::wants_json(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -73,7 +84,8 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>, peer: SocketA
         Ok(resp) => resp,
         Err(e) => e.into_response(wants_json, request_id.to_str().unwrap_or("-")),
     };
-    resp.headers_mut().insert(headers::X_REQUEST_ID.clone(), request_id.clone());
+    resp.headers_mut()
+        .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
 
     let (parts, body) = resp.into_parts();
     let entry = accesslog::Entry {
@@ -103,7 +115,10 @@ async fn phases(
     if let Some(resp) = admin::serve(gateway, &req, view).await? {
         return Ok(resp);
     }
-    let route = gateway.router.select(&view.host, req.uri().path()).ok_or(GatewayError::NoRoute)?;
+    let route = gateway
+        .router
+        .select(&view.host, req.uri().path())
+        .ok_or(GatewayError::NoRoute)?;
     *chosen = Some(route.clone());
     let permit = match auth::authenticate(gateway.auth(), route, &req, view).await? {
         Decision::Forward(permit) => permit,

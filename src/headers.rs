@@ -45,7 +45,9 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(&name);
     }
-    let upgrade = keep_upgrade.then(|| headers.remove(header::UPGRADE)).flatten();
+    let upgrade = keep_upgrade
+        .then(|| headers.remove(header::UPGRADE))
+        .flatten();
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
@@ -71,10 +73,13 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// headers are compared after folding case and `_` to `-`.
 fn normalized_eq_prefix(name: &str, prefix: &str) -> bool {
     name.len() >= prefix.len()
-        && name
-            .bytes()
-            .zip(prefix.bytes())
-            .all(|(a, b)| (if a == b'_' { b'-' } else { a.to_ascii_lowercase() }) == b)
+        && name.bytes().zip(prefix.bytes()).all(|(a, b)| {
+            (if a == b'_' {
+                b'-'
+            } else {
+                a.to_ascii_lowercase()
+            }) == b
+        })
 }
 
 fn normalized_eq(name: &str, other: &str) -> bool {
@@ -138,13 +143,17 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// Total size of the request headers as they arrived (name + value + ": " + CRLF).
 pub fn header_bytes(headers: &HeaderMap) -> usize {
-    headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum()
+    headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 /// A request id as sent by the client, if it is sane; else a fresh one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
-        let ok = !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
+        let ok =
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic());
         if ok {
             return v.clone();
         }
@@ -169,7 +178,13 @@ pub struct ClientView {
 }
 
 impl ClientView {
-    pub fn new(peer: SocketAddr, tls: bool, uri: &http::Uri, headers: &HeaderMap, trusted: &[IpNet]) -> ClientView {
+    pub fn new(
+        peer: SocketAddr,
+        tls: bool,
+        uri: &http::Uri,
+        headers: &HeaderMap,
+        trusted: &[IpNet],
+    ) -> ClientView {
         let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
         let peer_trusted = is_trusted(&peer.ip());
         let mut scheme = if tls { "https" } else { "http" };
@@ -201,7 +216,12 @@ impl ClientView {
                 .flat_map(|v| v.split(','))
                 .filter_map(|s| s.trim().parse().ok())
                 .collect();
-            if let Some(ip) = chain.iter().rev().find(|ip| !is_trusted(ip)).or(chain.first()) {
+            if let Some(ip) = chain
+                .iter()
+                .rev()
+                .find(|ip| !is_trusted(ip))
+                .or(chain.first())
+            {
                 client_ip = *ip;
             }
         }
@@ -233,7 +253,11 @@ impl ClientView {
             IpAddr::V4(ip) => ip.to_string(),
             IpAddr::V6(ip) => format!("\"[{ip}]\""),
         };
-        let host_token = if self.authority.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+        let host_token = if self
+            .authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
             self.authority.clone()
         } else {
             format!("\"{}\"", self.authority.replace(['"', '\\'], ""))
@@ -271,7 +295,11 @@ fn first_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str>
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
@@ -281,14 +309,23 @@ pub fn host_of(authority: &str) -> String {
     let host = if let Some(rest) = a.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
-        a.rsplit_once(':').map_or(a, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { a })
+        a.rsplit_once(':').map_or(a, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                a
+            }
+        })
     };
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Whether the client prefers a JSON answer (API clients, XHR).
 pub fn wants_json(headers: &HeaderMap) -> bool {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let xhr = headers
         .get("x-requested-with")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"));
@@ -302,7 +339,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -325,7 +365,11 @@ mod tests {
 
     #[test]
     fn upgrade_pair_is_kept_for_tunnels() {
-        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("keep-alive", "1")]);
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("keep-alive", "1"),
+        ]);
         assert!(is_upgrade(&h));
         remove_hop_by_hop(&mut h, true);
         assert_eq!(h["upgrade"], "websocket");
@@ -352,7 +396,10 @@ mod tests {
 
     #[test]
     fn gateway_cookies_are_removed() {
-        let mut h = map(&[("cookie", "a=1; wxgate_session=SECRET; b=2"), ("cookie", "__Host-wxgate_state=x")]);
+        let mut h = map(&[
+            ("cookie", "a=1; wxgate_session=SECRET; b=2"),
+            ("cookie", "__Host-wxgate_state=x"),
+        ]);
         strip_cookies(&mut h, &["wxgate_session", "__Host-wxgate_state"]);
         assert_eq!(h.get_all("cookie").iter().count(), 1);
         assert_eq!(h["cookie"], "a=1; b=2");
@@ -363,7 +410,11 @@ mod tests {
 
     #[test]
     fn forwarded_untrusted_peer_replaces() {
-        let h = map(&[("host", "Shop.Example.com:8443"), ("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "https")]);
+        let h = map(&[
+            ("host", "Shop.Example.com:8443"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "https"),
+        ]);
         let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
         let v = ClientView::new(peer, false, &"/".parse().unwrap(), &h, &[]);
         assert_eq!(v.client_ip.to_string(), "192.0.2.7");
@@ -373,7 +424,10 @@ mod tests {
         v.set_forwarded(&mut out);
         assert_eq!(out["x-forwarded-for"], "192.0.2.7");
         assert_eq!(out["x-forwarded-proto"], "http");
-        assert_eq!(out["forwarded"], "for=192.0.2.7;proto=http;host=\"Shop.Example.com:8443\"");
+        assert_eq!(
+            out["forwarded"],
+            "for=192.0.2.7;proto=http;host=\"Shop.Example.com:8443\""
+        );
     }
 
     #[test]
@@ -394,7 +448,10 @@ mod tests {
         let mut out = h.clone();
         v.set_forwarded(&mut out);
         assert_eq!(out["x-forwarded-for"], "203.0.113.9, 10.0.0.3, 10.0.0.2");
-        assert_eq!(out["forwarded"], "for=203.0.113.9, for=10.0.0.2;proto=https;host=h5.example.com");
+        assert_eq!(
+            out["forwarded"],
+            "for=203.0.113.9, for=10.0.0.2;proto=https;host=h5.example.com"
+        );
     }
 
     #[test]

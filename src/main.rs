@@ -14,7 +14,11 @@ use wxgate::handler::Gateway;
 const EX_CONFIG: u8 = 78;
 
 #[derive(Parser)]
-#[command(name = "wxgate", version, about = "Authentication gateway and reverse proxy for WeChat web apps")]
+#[command(
+    name = "wxgate",
+    version,
+    about = "Authentication gateway and reverse proxy for WeChat web apps"
+)]
 struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -41,6 +45,16 @@ enum Command {
     Check {
         /// Config file [default: $WXGATE_CONFIG, else ./gateway.toml]
         #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Serve the WeChat simulator (open.weixin.qq.com + api.weixin.qq.com on one port) for
+    /// local development and tests; see docs/simulator.md.
+    Simulate {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// The simulated world (apps, users); defaults give a working demo.
+        #[arg(long)]
         config: Option<PathBuf>,
     },
     /// Write a self-signed development certificate and key (never for production).
@@ -75,6 +89,19 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Simulate { listen, config } => {
+            match runtime().block_on(wxgate::simulator::run_cli(listen, config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e @ wxgate::simulator::SimError::Config(_)) => {
+                    eprintln!("wxgate: {e}");
+                    ExitCode::from(EX_CONFIG)
+                }
+                Err(e) => {
+                    eprintln!("wxgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Cert { names, cert, key } => write_cert(&names, &cert, &key),
     }
 }
@@ -138,7 +165,11 @@ async fn run(settings: Settings) -> ExitCode {
 
 fn print_check(s: &Settings) {
     println!("{}: OK", s.source.display());
-    let scheme = if s.server.tls.is_some() { "https" } else { "http" };
+    let scheme = if s.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     println!("listen   {scheme}://{}", s.server.listen);
     if let Some(url) = &s.server.public_url {
         println!("public   {url}");
@@ -186,11 +217,18 @@ fn write_cert(names: &[String], cert: &PathBuf, key: &PathBuf) -> ExitCode {
             }
         }
     }
-    if let Err(e) = std::fs::write(cert, cert_pem).and_then(|_| write_private(key, key_pem.as_bytes())) {
+    if let Err(e) =
+        std::fs::write(cert, cert_pem).and_then(|_| write_private(key, key_pem.as_bytes()))
+    {
         eprintln!("wxgate: cannot write: {e}");
         return ExitCode::FAILURE;
     }
-    println!("wrote {} and {} for {}", cert.display(), key.display(), names.join(", "));
+    println!(
+        "wrote {} and {} for {}",
+        cert.display(),
+        key.display(),
+        names.join(", ")
+    );
     ExitCode::SUCCESS
 }
 

@@ -40,9 +40,15 @@ pub fn html(status: StatusCode, doc: String) -> Response<Body> {
     let mut resp = Response::new(Body::full(doc));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     resp
 }
 
@@ -54,7 +60,10 @@ pub fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut resp = Response::new(Body::full(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -62,13 +71,21 @@ pub fn json_bytes(status: StatusCode, body: Bytes) -> Response<Body> {
 pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut resp = Response::new(Body::full(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
 /// The error answer: a short page, or JSON when the client asked for JSON.
-pub fn error(status: StatusCode, code: &str, message: &str, wants_json: bool, request_id: &str) -> Response<Body> {
+pub fn error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    wants_json: bool,
+    request_id: &str,
+) -> Response<Body> {
     if wants_json {
         return json(
             status,
@@ -83,7 +100,10 @@ pub fn error(status: StatusCode, code: &str, message: &str, wants_json: bool, re
         escape(message),
         escape(request_id)
     );
-    html(status, html_document(&format!("{} {}", status.as_u16(), reason), &body))
+    html(
+        status,
+        html_document(&format!("{} {}", status.as_u16(), reason), &body),
+    )
 }
 
 /// A 302 to a location the caller has already made safe.
@@ -93,7 +113,8 @@ pub fn redirect(location: &str) -> Response<Body> {
     if let Ok(v) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -103,7 +124,10 @@ mod tests {
 
     #[test]
     fn escapes_markup() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
     }
 
     #[test]
@@ -112,7 +136,10 @@ mod tests {
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
         let r = error(StatusCode::NOT_FOUND, "not_found", "<x>", false, "rid");
         assert_eq!(r.status(), 404);
-        assert!(r.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+        assert!(r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
     }
 }
 
@@ -132,7 +159,10 @@ pub fn open_in_wechat(url: &str) -> Response<Body> {
 <div class=\"qr\" role=\"img\" aria-label=\"QR code of this page\">{qr}</div><p class=\"muted\">{}</p>",
         escape(url)
     );
-    html(StatusCode::FORBIDDEN, html_document("请在微信客户端打开链接", &body))
+    html(
+        StatusCode::FORBIDDEN,
+        html_document("请在微信客户端打开链接", &body),
+    )
 }
 
 /// WeChat's snapshot mode (快照页) hands out virtual identities; no session is issued for
@@ -152,5 +182,8 @@ wait a few minutes, make sure cookies are allowed, and try again.</p>\
         escape(retry_url),
         escape(request_id)
     );
-    html(StatusCode::BAD_REQUEST, html_document("Sign-in did not complete", &body))
+    html(
+        StatusCode::BAD_REQUEST,
+        html_document("Sign-in did not complete", &body),
+    )
 }

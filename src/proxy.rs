@@ -58,7 +58,12 @@ impl Proxy {
         Proxy { client, timeout }
     }
 
-    pub async fn forward(&self, fwd: Forward<'_>, mut req: Request<Incoming>, permit: Permit) -> Result<Response<Body>, GatewayError> {
+    pub async fn forward(
+        &self,
+        fwd: Forward<'_>,
+        mut req: Request<Incoming>,
+        permit: Permit,
+    ) -> Result<Response<Body>, GatewayError> {
         let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
@@ -79,10 +84,19 @@ impl Proxy {
         h.insert(headers::X_REQUEST_ID.clone(), fwd.request_id.clone());
         permit.write_headers(h);
 
-        let sent = tokio::time::timeout(self.timeout, self.client.request(Request::from_parts(parts, body))).await;
+        let sent = tokio::time::timeout(
+            self.timeout,
+            self.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
         let mut resp = match sent {
             Err(_) => return Err(GatewayError::UpstreamTimeout(self.timeout)),
-            Ok(Err(e)) => return Err(GatewayError::UpstreamUnreachable(describe(&e, &fwd.route.upstream.url))),
+            Ok(Err(e)) => {
+                return Err(GatewayError::UpstreamUnreachable(describe(
+                    &e,
+                    &fwd.route.upstream.url,
+                )))
+            }
             Ok(Ok(resp)) => resp,
         };
 
@@ -94,12 +108,18 @@ impl Proxy {
                     tokio::spawn(tunnel(client_side, upstream_side));
                 }
                 // A 101 nobody asked for cannot be honoured.
-                None => return Err(GatewayError::UpstreamUnreachable("unexpected 101 from upstream".into())),
+                None => {
+                    return Err(GatewayError::UpstreamUnreachable(
+                        "unexpected 101 from upstream".into(),
+                    ))
+                }
             }
         }
         let (mut parts, body) = resp.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers, switching);
-        parts.headers.insert(headers::X_REQUEST_ID.clone(), fwd.request_id.clone());
+        parts
+            .headers
+            .insert(headers::X_REQUEST_ID.clone(), fwd.request_id.clone());
         Ok(Response::from_parts(parts, Body::upstream(body)))
     }
 }
@@ -111,7 +131,11 @@ fn upstream_uri(route: &RouteSettings, uri: &Uri) -> Result<Uri, GatewayError> {
         None => path,
     };
     Uri::builder()
-        .scheme(if route.upstream.https { "https" } else { "http" })
+        .scheme(if route.upstream.https {
+            "https"
+        } else {
+            "http"
+        })
         .authority(route.upstream.authority.clone())
         .path_and_query(pq)
         .build()

@@ -25,9 +25,9 @@ impl Router {
 
     /// `host` is the request's host, lower-case, without port.
     pub fn select(&self, host: &str, path: &str) -> Option<&Arc<RouteSettings>> {
-        self.routes.iter().find(|r| {
-            r.host.as_deref().is_none_or(|h| h == host) && prefix_matches(&r.path, path)
-        })
+        self.routes
+            .iter()
+            .find(|r| r.host.as_deref().is_none_or(|h| h == host) && prefix_matches(&r.path, path))
     }
 
     pub fn routes(&self) -> &[Arc<RouteSettings>] {
@@ -83,8 +83,15 @@ mod tests {
         assert_eq!(name("other", "/api/x").as_deref(), Some("api"));
         assert_eq!(name("other", "/api").as_deref(), Some("api"));
         assert_eq!(name("other", "/apiary").as_deref(), Some("any"));
-        assert_eq!(name("shop.example.com", "/api/x").as_deref(), Some("shop"), "host match wins");
-        assert_eq!(name("shop.example.com", "/api/v2/y").as_deref(), Some("shopapi"));
+        assert_eq!(
+            name("shop.example.com", "/api/x").as_deref(),
+            Some("shop"),
+            "host match wins"
+        );
+        assert_eq!(
+            name("shop.example.com", "/api/v2/y").as_deref(),
+            Some("shopapi")
+        );
     }
 
     #[test]

@@ -92,7 +92,12 @@ fn builder(gateway: &Gateway) -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, gateway: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    gateway: Arc<Gateway>,
+    mut stop: watch::Receiver<bool>,
+) {
     let builder = Arc::new(builder(&gateway));
     let graceful = GracefulShutdown::new();
     loop {
@@ -146,7 +151,8 @@ async fn serve(
             watcher.watch(conn.into_owned()).await
         }
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+            let handshake =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
             let stream = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
@@ -171,13 +177,14 @@ async fn serve(
 pub async fn termination_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {},
             _ = tokio::signal::ctrl_c() => {},

@@ -14,12 +14,16 @@ pub fn install_crypto_provider() {
 /// Loads a certificate chain and private key (PEM) into a server config offering h2 and http/1.1.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
     install_crypto_provider();
-    let cert_pem = std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+    let cert_pem =
+        std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
     let key_pem = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
     server_config_from_pem(&cert_pem, &key_pem)
 }
 
-pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, String> {
     install_crypto_provider();
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
@@ -40,7 +44,8 @@ pub fn server_config_from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rus
 
 /// A self-signed certificate for `names` (host names or IPs): (certificate PEM, key PEM).
 pub fn self_signed(names: &[String]) -> Result<(String, String), String> {
-    let certified = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| e.to_string())?;
+    let certified =
+        rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| e.to_string())?;
     Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
 }
 
@@ -52,7 +57,10 @@ mod tests {
     fn self_signed_loads_with_alpn() {
         let (cert, key) = self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
         let cfg = server_config_from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
-        assert_eq!(cfg.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            cfg.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
         assert!(server_config_from_pem(b"nope", key.as_bytes()).is_err());
     }
 }

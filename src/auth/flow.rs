@@ -23,7 +23,11 @@ use crate::pages;
 
 /// Like Python's `quote(s, safe="")`, what WeChat expects for `redirect_uri`: everything
 /// but letters, digits and `-._~` is percent-encoded, exactly once.
-const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// How long the browser has between leaving for WeChat and coming back.
 const STATE_TTL: u64 = 600;
@@ -39,7 +43,9 @@ pub struct RecentCodes(Mutex<HashMap<Vec<u8>, (SessionData, u64)>>);
 
 impl RecentCodes {
     fn key(code: &str) -> Vec<u8> {
-        ring::digest::digest(&ring::digest::SHA256, code.as_bytes()).as_ref().to_vec()
+        ring::digest::digest(&ring::digest::SHA256, code.as_bytes())
+            .as_ref()
+            .to_vec()
     }
 
     fn remember(&self, code: &str, data: &SessionData, now: u64) {
@@ -69,7 +75,10 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
 }
 
 fn login_url(return_to: &str) -> String {
-    format!("/_wxgate/login?return_to={}", utf8_percent_encode(return_to, URI_COMPONENT))
+    format!(
+        "/_wxgate/login?return_to={}",
+        utf8_percent_encode(return_to, URI_COMPONENT)
+    )
 }
 
 /// 401 for APIs: where to send the user to log in, never a redirect.
@@ -81,13 +90,21 @@ pub fn login_required(here: &str) -> Response<Body> {
             "login_url": login_url(&safe_return_to(here)),
         }),
     );
-    resp.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("WeChat realm=\"wxgate\""));
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("WeChat realm=\"wxgate\""),
+    );
     resp
 }
 
 impl Auth {
-    fn set_cookie(&self, resp: &mut Response<Body>, jar: Jar, secure: bool, value: Option<(String, Option<u64>)>) {
+    fn set_cookie(
+        &self,
+        resp: &mut Response<Body>,
+        jar: Jar,
+        secure: bool,
+        value: Option<(String, Option<u64>)>,
+    ) {
         let name = self.cookie_name(jar, secure).to_string();
         let mut c = match &value {
             Some((v, _)) => Cookie::new(name, v.clone()),
@@ -98,7 +115,9 @@ impl Auth {
         c.set_same_site(SameSite::Lax);
         c.set_secure(secure);
         match value {
-            Some((_, Some(max_age))) => c.set_max_age(cookie::time::Duration::seconds(max_age as i64)),
+            Some((_, Some(max_age))) => {
+                c.set_max_age(cookie::time::Duration::seconds(max_age as i64))
+            }
             Some((_, None)) => {}
             None => c.make_removal(),
         }
@@ -107,7 +126,14 @@ impl Auth {
         }
     }
 
-    fn seal_cookie<T: serde::Serialize>(&self, resp: &mut Response<Body>, jar: Jar, secure: bool, value: &T, max_age: Option<u64>) {
+    fn seal_cookie<T: serde::Serialize>(
+        &self,
+        resp: &mut Response<Body>,
+        jar: Jar,
+        secure: bool,
+        value: &T,
+        max_age: Option<u64>,
+    ) {
         let sealed = self.codec.seal(jar.purpose(), value);
         self.set_cookie(resp, jar, secure, Some((sealed, max_age)));
     }
@@ -117,7 +143,13 @@ impl Auth {
     }
 
     /// An unauthenticated navigation: start round 1, unless this browser already failed too often.
-    pub(super) fn begin(&self, headers: &HeaderMap, view: &ClientView, here: &str, now: u64) -> Response<Body> {
+    pub(super) fn begin(
+        &self,
+        headers: &HeaderMap,
+        view: &ClientView,
+        here: &str,
+        now: u64,
+    ) -> Response<Body> {
         let secure = self.secure(view);
         let return_to = safe_return_to(here);
         if self.guard(headers, secure).tripped(now) {
@@ -127,7 +159,14 @@ impl Auth {
     }
 
     /// 302 to WeChat's authorize page, with the state and the return path in a sealed cookie.
-    fn redirect_to_wechat(&self, view: &ClientView, return_to: String, round: u8, guard: Option<LoopGuard>, now: u64) -> Response<Body> {
+    fn redirect_to_wechat(
+        &self,
+        view: &ClientView,
+        return_to: String,
+        round: u8,
+        guard: Option<LoopGuard>,
+        now: u64,
+    ) -> Response<Body> {
         let secure = self.secure(view);
         let origin = self.origin(view);
         // The round also rides in the callback URL, so a browser without cookies is still counted.
@@ -168,10 +207,13 @@ impl Auth {
     /// `GET /_wxgate/logout?return_to=/path`: forgets the session.
     pub(super) fn logout(&self, req: &Request<Incoming>, view: &ClientView) -> Response<Body> {
         let secure = self.secure(view);
-        if let Some(v) = crate::headers::cookie(req.headers(), self.cookie_name(Jar::Session, secure)) {
+        if let Some(v) =
+            crate::headers::cookie(req.headers(), self.cookie_name(Jar::Session, secure))
+        {
             self.cache.remove(v);
         }
-        let return_to = safe_return_to(&query_param(req, "return_to").unwrap_or_else(|| "/".into()));
+        let return_to =
+            safe_return_to(&query_param(req, "return_to").unwrap_or_else(|| "/".into()));
         let mut resp = pages::redirect(&encode_for_location(&return_to));
         self.set_cookie(&mut resp, Jar::Session, secure, None);
         self.set_cookie(&mut resp, Jar::Snapshot, secure, None);
@@ -179,7 +221,11 @@ impl Auth {
     }
 
     /// `GET /_wxgate/session`: the identity as JSON, or 401.
-    pub(super) fn session_info(&self, req: &Request<Incoming>, view: &ClientView) -> Response<Body> {
+    pub(super) fn session_info(
+        &self,
+        req: &Request<Incoming>,
+        view: &ClientView,
+    ) -> Response<Body> {
         match self.session(req.headers(), self.secure(view), now()) {
             Some(s) => pages::json(
                 StatusCode::OK,
@@ -197,16 +243,24 @@ impl Auth {
     }
 
     /// `GET /_wxgate/callback?code=…&state=…[&wxr=N]`.
-    pub(super) async fn callback(&self, req: &Request<Incoming>, view: &ClientView) -> Result<Response<Body>, GatewayError> {
+    pub(super) async fn callback(
+        &self,
+        req: &Request<Incoming>,
+        view: &ClientView,
+    ) -> Result<Response<Body>, GatewayError> {
         let now = now();
         let secure = self.secure(view);
         let headers = req.headers();
         let login: Option<LoginState> = self
             .read::<LoginState>(headers, Jar::State, secure)
             .filter(|l| l.created_at <= now + 60 && now < l.created_at + STATE_TTL);
-        let url_round: u8 = query_param(req, "wxr").and_then(|r| r.parse().ok()).unwrap_or(1);
+        let url_round: u8 = query_param(req, "wxr")
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(1);
         let round = url_round.max(login.as_ref().map_or(1, |l| l.round));
-        let return_to = login.as_ref().map_or_else(|| "/".to_string(), |l| l.return_to.clone());
+        let return_to = login
+            .as_ref()
+            .map_or_else(|| "/".to_string(), |l| l.return_to.clone());
         let has_session = self.session(headers, secure, now).is_some();
         let retry = Retry {
             view,
@@ -246,13 +300,18 @@ impl Auth {
             Ok(ex) => {
                 let unionid = match (ex.unionid, self.unionid_mode) {
                     (Some(u), _) => Some(u),
-                    (None, UnionIdMode::Follower) => match self.client.follower_unionid(&ex.openid).await {
-                        Ok(u) => u,
-                        Err(e) => {
-                            log_wechat_error(&e, "unionid lookup failed; session issued without unionid");
-                            None
+                    (None, UnionIdMode::Follower) => {
+                        match self.client.follower_unionid(&ex.openid).await {
+                            Ok(u) => u,
+                            Err(e) => {
+                                log_wechat_error(
+                                    &e,
+                                    "unionid lookup failed; session issued without unionid",
+                                );
+                                None
+                            }
                         }
-                    },
+                    }
                     (None, UnionIdMode::Off) => None,
                 };
                 let data = SessionData {
@@ -289,7 +348,13 @@ impl Auth {
 
     fn logged_in(&self, data: &SessionData, return_to: &str, secure: bool) -> Response<Body> {
         let mut resp = self.back_to(return_to, secure);
-        self.seal_cookie(&mut resp, Jar::Session, secure, data, Some(self.session_ttl));
+        self.seal_cookie(
+            &mut resp,
+            Jar::Session,
+            secure,
+            data,
+            Some(self.session_ttl),
+        );
         self.set_cookie(&mut resp, Jar::Guard, secure, None);
         self.set_cookie(&mut resp, Jar::Snapshot, secure, None);
         resp
@@ -307,14 +372,25 @@ impl Auth {
     fn restart(&self, mut r: Retry<'_>, reason: &'static str) -> Response<Body> {
         let secure = self.secure(r.view);
         r.guard.record_failure(r.now);
-        tracing::info!(reason, round = r.round, failures = r.guard.failures, "login round failed");
+        tracing::info!(
+            reason,
+            round = r.round,
+            failures = r.guard.failures,
+            "login round failed"
+        );
         if r.round >= MAX_ROUNDS || r.guard.tripped(r.now) {
             let mut resp = pages::login_failed(&login_url(r.return_to), "-");
             self.seal_cookie(&mut resp, Jar::Guard, secure, &r.guard, Some(STATE_TTL));
             self.set_cookie(&mut resp, Jar::State, secure, None);
             return resp;
         }
-        self.redirect_to_wechat(r.view, r.return_to.to_string(), r.round + 1, Some(r.guard), r.now)
+        self.redirect_to_wechat(
+            r.view,
+            r.return_to.to_string(),
+            r.round + 1,
+            Some(r.guard),
+            r.now,
+        )
     }
 }
 

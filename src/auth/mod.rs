@@ -20,7 +20,9 @@ use http::{Method, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::config::{AuthMode, ConfigError, JwtAlgorithm, JwtKey, NonWechat, RouteSettings, Settings, UnionIdMode};
+use crate::config::{
+    AuthMode, ConfigError, JwtAlgorithm, JwtKey, NonWechat, RouteSettings, Settings, UnionIdMode,
+};
 use crate::error::GatewayError;
 use crate::headers::{self, ClientView};
 use crate::pages;
@@ -63,7 +65,10 @@ impl Permit {
             h.insert(id.jwt_header.clone(), id.jwt.clone());
         }
         if self.snapshot {
-            h.insert(headers::X_WECHAT_SNAPSHOT.clone(), HeaderValue::from_static("1"));
+            h.insert(
+                headers::X_WECHAT_SNAPSHOT.clone(),
+                HeaderValue::from_static("1"),
+            );
         }
     }
 }
@@ -118,12 +123,16 @@ pub struct Auth {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Auth {
     pub fn from_settings(settings: &Settings) -> Result<Option<Auth>, ConfigError> {
-        let (Some(wechat), Some(session), Some(jwt_cfg)) = (&settings.wechat, &settings.session, &settings.jwt) else {
+        let (Some(wechat), Some(session), Some(jwt_cfg)) =
+            (&settings.wechat, &settings.session, &settings.jwt)
+        else {
             return Ok(None);
         };
         let err = |key: &str, reason: String| ConfigError {
@@ -139,21 +148,37 @@ impl Auth {
             JwtAlgorithm::ES256 => Alg::ES256,
             JwtAlgorithm::EdDSA => Alg::EdDSA,
         };
-        let (issuer, audience, ttl) = (jwt_cfg.issuer.clone(), jwt_cfg.audience.clone(), jwt_cfg.ttl);
+        let (issuer, audience, ttl) = (
+            jwt_cfg.issuer.clone(),
+            jwt_cfg.audience.clone(),
+            jwt_cfg.ttl,
+        );
         let signer = match &jwt_cfg.key {
-            JwtKey::Pem { path, pem } => JwtSigner::from_pem(alg, pem.expose(), issuer, audience, ttl)
-                .map_err(|r| err("jwt.private_key", format!("{}: {r}", path.display())))?,
+            JwtKey::Pem { path, pem } => {
+                JwtSigner::from_pem(alg, pem.expose(), issuer, audience, ttl)
+                    .map_err(|r| err("jwt.private_key", format!("{}: {r}", path.display())))?
+            }
             JwtKey::Shared(secret) => {
-                JwtSigner::from_secret(secret.expose(), issuer, audience, ttl).map_err(|r| err("jwt.secret", r))?
+                JwtSigner::from_secret(secret.expose(), issuer, audience, ttl)
+                    .map_err(|r| err("jwt.secret", r))?
             }
         };
         let client = WechatClient::new(wechat).map_err(|r| err("wechat", r))?;
         let base = &session.cookie_name;
         let names = [
             [base.clone(), format!("__Host-{base}")],
-            ["wxgate_state".to_string(), "__Host-wxgate_state".to_string()],
-            ["wxgate_guard".to_string(), "__Host-wxgate_guard".to_string()],
-            ["wxgate_snapshot".to_string(), "__Host-wxgate_snapshot".to_string()],
+            [
+                "wxgate_state".to_string(),
+                "__Host-wxgate_state".to_string(),
+            ],
+            [
+                "wxgate_guard".to_string(),
+                "__Host-wxgate_guard".to_string(),
+            ],
+            [
+                "wxgate_snapshot".to_string(),
+                "__Host-wxgate_snapshot".to_string(),
+            ],
         ];
         let own_cookies = names.iter().flatten().cloned().collect();
         Ok(Some(Auth {
@@ -206,7 +231,12 @@ impl Auth {
         &self.names[jar as usize][secure as usize]
     }
 
-    fn read<T: serde::de::DeserializeOwned>(&self, headers: &HeaderMap, jar: Jar, secure: bool) -> Option<T> {
+    fn read<T: serde::de::DeserializeOwned>(
+        &self,
+        headers: &HeaderMap,
+        jar: Jar,
+        secure: bool,
+    ) -> Option<T> {
         let value = headers::cookie(headers, self.cookie_name(jar, secure))?;
         self.codec.open(jar.purpose(), value)
     }
@@ -232,9 +262,13 @@ impl Auth {
 
     /// Signs the JWT and prepares the header values for one session.
     fn identity(&self, data: SessionData, now: u64) -> Option<Cached> {
-        let (token, exp) = self
-            .signer
-            .sign(&data.openid, data.unionid.as_deref(), &data.appid, &data.scope, now);
+        let (token, exp) = self.signer.sign(
+            &data.openid,
+            data.unionid.as_deref(),
+            &data.appid,
+            &data.scope,
+            now,
+        );
         let jwt = if self.bearer {
             HeaderValue::from_str(&format!("Bearer {token}")).ok()?
         } else {
@@ -242,7 +276,10 @@ impl Auth {
         };
         let headers = IdentityHeaders {
             openid: HeaderValue::from_str(&data.openid).ok()?,
-            unionid: data.unionid.as_deref().and_then(|u| HeaderValue::from_str(u).ok()),
+            unionid: data
+                .unionid
+                .as_deref()
+                .and_then(|u| HeaderValue::from_str(u).ok()),
             jwt,
             jwt_header: self.jwt_header.clone(),
         };
@@ -256,7 +293,12 @@ impl Auth {
     }
 
     /// Serves `/_wxgate/<name>` endpoints that belong to authentication.
-    pub async fn serve_endpoint(&self, name: &str, req: &Request<Incoming>, view: &ClientView) -> Result<Option<Response<Body>>, GatewayError> {
+    pub async fn serve_endpoint(
+        &self,
+        name: &str,
+        req: &Request<Incoming>,
+        view: &ClientView,
+    ) -> Result<Option<Response<Body>>, GatewayError> {
         let resp = match name {
             "login" => self.login(req, view),
             "callback" => {
@@ -270,8 +312,10 @@ impl Auth {
             "session" => self.session_info(req, view),
             "jwks.json" => {
                 let mut resp = pages::json_bytes(http::StatusCode::OK, self.jwks.clone());
-                resp.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+                resp.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                );
                 resp
             }
             _ => return Ok(None),
@@ -286,12 +330,18 @@ fn wants_401(route: &RouteSettings, req: &Request<Incoming>) -> bool {
     let h = req.headers();
     let navigation = req.method() == Method::GET || req.method() == Method::HEAD;
     let accept = h.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let accepts_html = accept.is_none_or(|a| a.contains("text/html") || a.contains("*/*") || a.contains("xhtml"));
+    let accepts_html =
+        accept.is_none_or(|a| a.contains("text/html") || a.contains("*/*") || a.contains("xhtml"));
     route.api || !navigation || headers::wants_json(h) || !accepts_html
 }
 
 /// Decides whether and as whom a request goes upstream.
-pub async fn authenticate(auth: Option<&Auth>, route: &RouteSettings, req: &Request<Incoming>, view: &ClientView) -> Result<Decision, GatewayError> {
+pub async fn authenticate(
+    auth: Option<&Auth>,
+    route: &RouteSettings,
+    req: &Request<Incoming>,
+    view: &ClientView,
+) -> Result<Decision, GatewayError> {
     let Some(auth) = auth else {
         return Ok(Decision::Forward(Permit::anonymous()));
     };
@@ -306,14 +356,23 @@ pub async fn authenticate(auth: Option<&Auth>, route: &RouteSettings, req: &Requ
             snapshot: false,
         }));
     }
-    let snapshot = auth.read::<u8>(req.headers(), Jar::Snapshot, secure).is_some();
+    let snapshot = auth
+        .read::<u8>(req.headers(), Jar::Snapshot, secure)
+        .is_some();
     if route.auth == AuthMode::Optional {
-        return Ok(Decision::Forward(Permit { identity: None, snapshot }));
+        return Ok(Decision::Forward(Permit {
+            identity: None,
+            snapshot,
+        }));
     }
     if snapshot {
         return Ok(Decision::Respond(pages::snapshot_notice()));
     }
-    let ua = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ua = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let in_wechat = ua::is_wechat(ua, auth.allow_wecom);
     if !in_wechat && route.non_wechat == NonWechat::Pass {
         return Ok(Decision::Forward(Permit::anonymous()));
@@ -323,7 +382,15 @@ pub async fn authenticate(auth: Option<&Auth>, route: &RouteSettings, req: &Requ
         return Ok(Decision::Respond(flow::login_required(here)));
     }
     if !in_wechat && route.non_wechat == NonWechat::Deny {
-        return Ok(Decision::Respond(pages::open_in_wechat(&format!("{}{here}", auth.origin(view)))));
+        return Ok(Decision::Respond(pages::open_in_wechat(&format!(
+            "{}{here}",
+            auth.origin(view)
+        ))));
     }
-    Ok(Decision::Respond(auth.begin(req.headers(), view, here, now)))
+    Ok(Decision::Respond(auth.begin(
+        req.headers(),
+        view,
+        here,
+        now,
+    )))
 }

@@ -34,7 +34,10 @@ impl WechatError {
     /// Errors that mean the gateway's own configuration is wrong (appid, secret, IP whitelist):
     /// retrying cannot help and an operator must act.
     pub fn is_config(&self) -> bool {
-        matches!(self.errcode(), Some(40013 | 40125 | 40164 | 61004 | 40243 | 40002))
+        matches!(
+            self.errcode(),
+            Some(40013 | 40125 | 40164 | 61004 | 40243 | 40002)
+        )
     }
 
     /// The code was bad, expired, already used or missing: the browser may retry the flow.
@@ -158,11 +161,17 @@ impl WechatClient {
     async fn user_info(&self, token: &str, openid: &str) -> Result<Option<String>, WechatError> {
         let url = format!("{}/cgi-bin/user/info", self.api_base);
         let info: UserInfoBody = retry_system_errors(|| {
-            send(self.http.get(&url).query(&[("access_token", token), ("openid", openid), ("lang", "zh_CN")]))
+            send(self.http.get(&url).query(&[
+                ("access_token", token),
+                ("openid", openid),
+                ("lang", "zh_CN"),
+            ]))
         })
         .await?;
         // subscribe = 0: not a follower, and WeChat sends nothing else.
-        Ok(info.unionid.filter(|u| info.subscribe == 1 && !u.is_empty()))
+        Ok(info
+            .unionid
+            .filter(|u| info.subscribe == 1 && !u.is_empty()))
     }
 
     /// The cached global token. `stale` names a token WeChat refused: it is replaced only if it
@@ -197,11 +206,14 @@ impl WechatClient {
                     "secret": self.secret(),
                     "force_refresh": false,
                 })),
-            TokenEndpoint::Classic => self.http.get(format!("{}/cgi-bin/token", self.api_base)).query(&[
-                ("grant_type", "client_credential"),
-                ("appid", self.appid.as_str()),
-                ("secret", self.secret()),
-            ]),
+            TokenEndpoint::Classic => self
+                .http
+                .get(format!("{}/cgi-bin/token", self.api_base))
+                .query(&[
+                    ("grant_type", "client_credential"),
+                    ("appid", self.appid.as_str()),
+                    ("secret", self.secret()),
+                ]),
         };
         send(req).await
     }
@@ -228,7 +240,9 @@ where
 
 /// Sends a request and parses WeChat's answer: always JSON (whatever the content type says;
 /// `sns/*` answers text/plain), an error whenever `errcode` is present and not 0.
-async fn send<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> Result<T, WechatError> {
+async fn send<T: serde::de::DeserializeOwned>(
+    req: reqwest::RequestBuilder,
+) -> Result<T, WechatError> {
     // reqwest errors print the URL, which may hold the secret or a code: strip it.
     let resp = req.send().await.map_err(|e| {
         if e.is_timeout() {
@@ -256,5 +270,6 @@ async fn send<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> R
             });
         }
     }
-    serde_json::from_slice(&bytes).map_err(|e| WechatError::BadResponse(format!("{e} ({} bytes)", bytes.len())))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| WechatError::BadResponse(format!("{e} ({} bytes)", bytes.len())))
 }
