@@ -1,0 +1,302 @@
+//! `wxgate demo`: the WeChat simulator, a demo upstream and the gateway on localhost, with
+//! freshly generated session and JWT keys, so a newcomer sees the whole flow with no config,
+//! no account and no network. The demo upstream shows what an upstream receives.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::OnceCell;
+
+use crate::auth::jwt::{generate_pem, Alg};
+use crate::config::Settings;
+use crate::handler::Gateway;
+use crate::pages::{escape, html_document};
+use crate::simulator::{self, SimConfig, SimHandle};
+
+/// Where the demo listens.
+pub struct DemoOptions {
+    pub listen: SocketAddr,
+    pub sim_listen: SocketAddr,
+}
+
+/// The three running parts; dropping it removes the generated key directory.
+pub struct Demo {
+    pub gateway: crate::server::Running,
+    pub simulator: SimHandle,
+    pub upstream_addr: SocketAddr,
+    keys: KeyDir,
+}
+
+struct KeyDir(PathBuf);
+
+impl Drop for KeyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Demo {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.gateway.local_addr())
+    }
+
+    pub async fn shutdown(self) {
+        self.gateway.shutdown().await;
+        self.simulator.shutdown();
+        drop(self.keys);
+    }
+}
+
+/// Starts the simulator, the demo upstream and the gateway.
+pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
+    let simulator = simulator::start(SimConfig::default(), opts.sim_listen)
+        .await
+        .map_err(|e| format!("cannot start the simulator on {}: {e}", opts.sim_listen))?;
+
+    let upstream = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot start the demo upstream: {e}"))?;
+    let upstream_addr = upstream.local_addr().map_err(|e| e.to_string())?;
+
+    // Fresh keys every run: nothing to configure, nothing to leak.
+    let dir = std::env::temp_dir().join(format!("wxgate-demo-{:016x}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let keys = KeyDir(dir.clone());
+    let pem = generate_pem(Alg::ES256)?;
+    std::fs::write(dir.join("jwt.pem"), pem).map_err(|e| format!("cannot write the demo JWT key: {e}"))?;
+    let session_secret: [u8; 32] = rand::random();
+    let session_secret = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(session_secret)
+    };
+
+    let sim = simulator.url();
+    let toml = format!(
+        r#"
+[server]
+listen = "{listen}"
+request_timeout = "10s"
+shutdown_timeout = "5s"
+
+[wechat]
+appid = "{appid}"
+secret = "${{DEMO_APPSECRET}}"
+api_base = "{sim}"
+open_base = "{sim}"
+unionid = "follower"
+
+[session]
+secret = "${{DEMO_SESSION_SECRET}}"
+ttl = "1d"
+
+[jwt]
+algorithm = "ES256"
+private_key = "jwt.pem"
+
+[[route]]
+name = "public"
+path = "/public"
+upstream = "http://{upstream_addr}"
+auth = "off"
+
+[[route]]
+name = "api"
+path = "/api"
+upstream = "http://{upstream_addr}"
+api = true
+non_wechat = "login"
+
+[[route]]
+name = "demo"
+path = "/"
+upstream = "http://{upstream_addr}"
+non_wechat = "login"
+"#,
+        listen = opts.listen,
+        appid = simulator::DEFAULT_APPID,
+    );
+    let env = |name: &str| match name {
+        "DEMO_APPSECRET" => Some(simulator::DEFAULT_SECRET.to_string()),
+        "DEMO_SESSION_SECRET" => Some(session_secret.clone()),
+        _ => None,
+    };
+    let settings = Settings::from_toml(&toml, &dir.join("demo.toml"), &dir, &env).map_err(|e| e.to_string())?;
+    let gateway = Arc::new(Gateway::new(settings).map_err(|e| e.to_string())?);
+    let gateway = crate::server::start(gateway)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e} (try --listen 127.0.0.1:0)", opts.listen))?;
+
+    let jwks_url = format!("http://{}/_wxgate/jwks.json", gateway.local_addr());
+    tokio::spawn(serve_upstream(upstream, Arc::new(DemoUpstream::new(jwks_url, sim))));
+
+    Ok(Demo {
+        gateway,
+        simulator,
+        upstream_addr,
+        keys,
+    })
+}
+
+/// The demo's upstream: an ordinary app that only reads headers.
+struct DemoUpstream {
+    jwks_url: String,
+    sim_url: String,
+    jwks: OnceCell<jsonwebtoken::jwk::JwkSet>,
+}
+
+impl DemoUpstream {
+    fn new(jwks_url: String, sim_url: String) -> DemoUpstream {
+        DemoUpstream {
+            jwks_url,
+            sim_url,
+            jwks: OnceCell::new(),
+        }
+    }
+
+    /// Fetches the gateway's JWKS over HTTP once, as a real upstream would.
+    async fn jwks(&self) -> Result<&jsonwebtoken::jwk::JwkSet, String> {
+        self.jwks
+            .get_or_try_init(|| async {
+                let body = reqwest::get(&self.jwks_url)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .bytes()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                serde_json::from_slice(&body).map_err(|e| e.to_string())
+            })
+            .await
+    }
+
+    /// Verifies the JWT against the JWKS the way an upstream should: kid, algorithm, iss, aud, exp.
+    async fn verify(&self, token: &str) -> Result<serde_json::Value, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("bad JWT header: {e}"))?;
+        let kid = header.kid.ok_or("the JWT has no kid")?;
+        let jwks = self.jwks().await?;
+        let jwk = jwks.find(&kid).ok_or_else(|| format!("no key {kid} in the JWKS"))?;
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+        let mut validation = jsonwebtoken::Validation::new(header.alg);
+        validation.set_issuer(&["wxgate"]);
+        validation.set_audience(&["upstream"]);
+        jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn page(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let h = req.headers();
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let openid = get("x-wechat-openid");
+        let unionid = get("x-wechat-unionid");
+        let jwt = get("x-wechat-jwt");
+        if req.uri().path().starts_with("/api") {
+            let body = serde_json::json!({ "openid": openid, "unionid": unionid, "path": req.uri().path() });
+            return respond(StatusCode::OK, "application/json", body.to_string());
+        }
+        let (verdict, claims) = if jwt.is_empty() {
+            ("no JWT (this route does not authenticate)".to_string(), String::new())
+        } else {
+            match self.verify(jwt).await {
+                Ok(c) => (
+                    "✔ signature verified against /_wxgate/jwks.json".to_string(),
+                    serde_json::to_string_pretty(&c).unwrap_or_default(),
+                ),
+                Err(e) => (format!("✘ verification failed: {e}"), String::new()),
+            }
+        };
+        let mut rows = String::new();
+        for (name, value) in h {
+            let v = value.to_str().unwrap_or("(binary)");
+            let v = if name.as_str() == "x-wechat-jwt" && v.len() > 48 {
+                format!("{}…", &v[..48])
+            } else {
+                v.to_string()
+            };
+            rows.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", escape(name.as_str()), escape(&v)));
+        }
+        let identity = if openid.is_empty() {
+            "<p>No identity: this route has <code>auth = \"off\"</code>.</p>".to_string()
+        } else {
+            format!(
+                "<p>X-WeChat-OpenId: <b id=\"openid\">{}</b><br>X-WeChat-UnionId: <b id=\"unionid\">{}</b></p>",
+                escape(openid),
+                escape(if unionid.is_empty() { "(none: not a follower)" } else { unionid })
+            )
+        };
+        let sim = escape(&self.sim_url);
+        let body = format!(
+            "<h1>Hello from the upstream</h1>{identity}\
+<p id=\"verdict\">{}</p><pre id=\"claims\">{}</pre>\
+<p><a href=\"/\">Reload</a> · <a href=\"/_wxgate/session\">/_wxgate/session</a> · \
+<a href=\"/public\">a public page</a> · <a href=\"/_wxgate/logout?return_to=/\">Log out</a> · \
+<a href=\"{sim}/_sim/users?return=/\">Switch simulated user</a> (then log out)</p>\
+<h2>Headers this upstream received</h2><table>{rows}</table>\
+<p class=\"muted\">The upstream never sees an AppSecret, a code, a WeChat token or the gateway's cookies.</p>",
+            escape(&verdict),
+            escape(&claims)
+        );
+        respond(StatusCode::OK, "text/html; charset=utf-8", html_document("wxgate demo upstream", &body))
+    }
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    resp
+}
+
+async fn serve_upstream(listener: TcpListener, app: Arc<DemoUpstream>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let app = app.clone();
+                async move { Ok::<_, Infallible>(app.page(&req).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// `wxgate demo`: start everything, print what to open, stop cleanly on Ctrl-C.
+pub async fn run_cli(opts: DemoOptions) -> Result<(), String> {
+    let demo = start(opts).await?;
+    let url = demo.url();
+    let sim = demo.simulator.url();
+    println!(
+        "\nwxgate demo is running.\n\n\
+  Open {url}/ in a browser.\n\
+    · A desktop browser walks the whole flow: the simulator first says 「请在微信客户端打开链接」;\n\
+      click its simulator-only \"treat this browser as WeChat\" link, and you land on the demo\n\
+      upstream showing your openid, unionid and the verified JWT.\n\
+    · The silent path with a WeChat User-Agent:\n\
+        curl -sL -c /tmp/wx.jar -b /tmp/wx.jar -A 'Mozilla/5.0 (iPhone) MicroMessenger/8.0.59' {url}/\n\
+    · Switch the simulated user at {sim}/_sim/users?return={url}/ (alice follows the account,\n\
+      bob does not, carol is a snapshot-mode user), then log out at {url}/_wxgate/logout.\n\n\
+  Gateway    {url}   (routes: / login required, /api 401 JSON, /public no auth)\n\
+  Simulator  {sim}   (stand-in for open.weixin.qq.com and api.weixin.qq.com)\n\
+  Upstream   http://{}\n\n\
+Press Ctrl-C to stop.",
+        demo.upstream_addr
+    );
+    crate::server::termination_signal().await;
+    println!("stopping…");
+    demo.shutdown().await;
+    Ok(())
+}
