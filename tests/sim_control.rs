@@ -91,7 +91,11 @@ async fn errcode_fault_on_authorize_shows_the_error_page() {
     let url = authorize_url(&s.url(), DEFAULT_APPID, CALLBACK, "snsapi_base", "st");
     let r = phone().get(&url).send().await.unwrap();
     assert!(location(&r).is_none());
-    assert!(r.text().await.unwrap().contains("错误码: 10009"));
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("错误码: 10009") && body.contains("操作太频繁"),
+        "{body}"
+    );
     assert_eq!(phone().get(&url).send().await.unwrap().status(), 302);
 }
 
