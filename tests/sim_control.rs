@@ -262,3 +262,28 @@ async fn run_cli_refuses_a_bad_config_before_serving() {
         .expect_err("missing file");
     assert!(e.to_string().contains("missing.toml"), "{e}");
 }
+
+#[tokio::test]
+async fn run_cli_serves_the_default_world() {
+    // Find a free port, then let run_cli bind it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let task = tokio::spawn(wxgate::simulator::run_cli(addr, None));
+    let url = format!("http://{addr}/cgi-bin/token?grant_type=client_credential&appid={DEFAULT_APPID}&secret={DEFAULT_SECRET}");
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(&url).await {
+            answer = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let v = answer.expect("run_cli serves on the given address");
+    assert_eq!(errcode(&v), 0, "{v}");
+    assert!(v["access_token"].is_string());
+}
