@@ -548,3 +548,24 @@ async fn ip_whitelist_gives_40164() {
         0
     );
 }
+
+#[tokio::test]
+async fn concurrent_stable_token_calls_share_one_token() {
+    let s = std::sync::Arc::new(start_default().await);
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            stable_token(&s, DEFAULT_APPID, DEFAULT_SECRET, false).await["access_token"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }));
+    }
+    let mut tokens = std::collections::BTreeSet::new();
+    for t in tasks {
+        tokens.insert(t.await.unwrap());
+    }
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(s.stats().get("/cgi-bin/stable_token"), Some(&50));
+}

@@ -396,6 +396,17 @@ async fn who_is_in_the_phone_query_cookie_default_and_picker() {
         .await
         .unwrap()
         .contains("Unknown simulated user"));
+    // Echoed names are escaped.
+    let resp = phone()
+        .get(format!("{base}&sim_user=%3Cscript%3E"))
+        .send()
+        .await
+        .unwrap();
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("&lt;script&gt;") && !body.contains("<script>"),
+        "{body}"
+    );
     // Picker lists users (escaped return URL) and sets the cookie.
     let page = phone()
         .get(format!("{}/_sim/users?return={}", s.url(), enc("/x?<b>")))

@@ -91,7 +91,11 @@ async fn errcode_fault_on_authorize_shows_the_error_page() {
     let url = authorize_url(&s.url(), DEFAULT_APPID, CALLBACK, "snsapi_base", "st");
     let r = phone().get(&url).send().await.unwrap();
     assert!(location(&r).is_none());
-    assert!(r.text().await.unwrap().contains("错误码: 10009"));
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("错误码: 10009") && body.contains("操作太频繁"),
+        "{body}"
+    );
     assert_eq!(phone().get(&url).send().await.unwrap().status(), 302);
 }
 
@@ -257,4 +261,29 @@ async fn run_cli_refuses_a_bad_config_before_serving() {
         .await
         .expect_err("missing file");
     assert!(e.to_string().contains("missing.toml"), "{e}");
+}
+
+#[tokio::test]
+async fn run_cli_serves_the_default_world() {
+    // Find a free port, then let run_cli bind it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let task = tokio::spawn(wxgate::simulator::run_cli(addr, None));
+    let url = format!("http://{addr}/cgi-bin/token?grant_type=client_credential&appid={DEFAULT_APPID}&secret={DEFAULT_SECRET}");
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Ok(r) = reqwest::get(&url).await {
+            answer = Some(r.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let v = answer.expect("run_cli serves on the given address");
+    assert_eq!(errcode(&v), 0, "{v}");
+    assert!(v["access_token"].is_string());
 }

@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use serde_json::{json, Map, Value};
 
 use super::http::{self, api_error, ApiFamily, Params, Resp};
-use super::state::{GlobalToken, RefreshEntry, SnsToken, OVERLAP_MS, REFRESH_TTL_MS, TOKEN_TTL_MS};
+use super::state::{
+    GlobalToken, RefreshEntry, SnsToken, State, OVERLAP_MS, REFRESH_TTL_MS, TOKEN_TTL_MS,
+};
 use super::world::{AppConfig, AppKind};
 use super::Sim;
 
@@ -287,25 +289,10 @@ fn credential_app<'a>(
     Ok(app)
 }
 
-fn new_global(sim: &Sim, appid: &str, now: u64) -> String {
-    let token = http::random_token(136);
-    sim.state().global_tokens.insert(
-        token.clone(),
-        GlobalToken {
-            appid: appid.to_string(),
-            expires_ms: now + TOKEN_TTL_MS,
-            stale_after_ms: None,
-        },
-    );
-    token
-}
-
 /// Marks a replaced token stale at `at` (never later than an earlier deadline).
-fn supersede(sim: &Sim, old: Option<String>, at: u64) {
-    if let Some(old) = old {
-        if let Some(t) = sim.state().global_tokens.get_mut(&old) {
-            t.stale_after_ms = Some(t.stale_after_ms.map_or(at, |s| s.min(at)));
-        }
+fn supersede(st: &mut State, old: Option<String>, at: u64) {
+    if let Some(t) = old.and_then(|o| st.global_tokens.get_mut(&o)) {
+        t.stale_after_ms = Some(t.stale_after_ms.map_or(at, |s| s.min(at)));
     }
 }
 
@@ -325,7 +312,8 @@ pub fn cgi_token(sim: &Sim, peer: SocketAddr, q: &Params) -> Resp {
     let now = sim.clock.now_ms();
     let day = sim.clock.day();
     let token = http::random_token(136);
-    let old = {
+    {
+        // Quota, issue and supersede in one step: concurrent fetches each replace the last.
         let mut st = sim.state();
         let t = st.app_tokens(&app.appid, day);
         if t.token_calls >= app.token_daily_quota {
@@ -341,9 +329,8 @@ pub fn cgi_token(sim: &Sim, peer: SocketAddr, q: &Params) -> Resp {
                 stale_after_ms: None,
             },
         );
-        old
-    };
-    supersede(sim, old, now + OVERLAP_MS);
+        supersede(&mut st, old, now + OVERLAP_MS);
+    }
     cgi_ok(json!({"access_token": token, "expires_in": 7200}))
 }
 
@@ -368,46 +355,52 @@ pub fn cgi_stable_token(sim: &Sim, peer: SocketAddr, method: &hyper::Method, bod
     };
     let now = sim.clock.now_ms();
     let day = sim.clock.day();
-    let current = {
-        let mut st = sim.state();
-        let t = st.app_tokens(&app.appid, day);
-        if t.stable_calls >= STABLE_DAILY_QUOTA {
+    // One lock for the whole decision, so concurrent callers in normal mode all get the
+    // same token, exactly as WeChat's stable_token promises.
+    let mut st = sim.state();
+    let t = st.app_tokens(&app.appid, day);
+    if t.stable_calls >= STABLE_DAILY_QUOTA {
+        return api_error(CGI, 45009);
+    }
+    t.stable_calls += 1;
+    if force {
+        if t.force_refreshes >= FORCE_REFRESH_DAILY {
             return api_error(CGI, 45009);
         }
-        t.stable_calls += 1;
-        if force {
-            if t.force_refreshes >= FORCE_REFRESH_DAILY {
-                return api_error(CGI, 45009);
-            }
-            if t.last_force_ms
-                .is_some_and(|l| now < l + FORCE_REFRESH_GAP_MS)
-            {
-                return api_error(CGI, 45011);
-            }
-            t.force_refreshes += 1;
-            t.last_force_ms = Some(now);
+        if t.last_force_ms
+            .is_some_and(|l| now < l + FORCE_REFRESH_GAP_MS)
+        {
+            return api_error(CGI, 45011);
         }
-        let cur = t.stable.clone();
-        cur.and_then(|c| st.global_tokens.get(&c).map(|g| (c, g.clone())))
-    };
+        t.force_refreshes += 1;
+        t.last_force_ms = Some(now);
+    }
+    let current = t.stable.clone();
     if !force {
-        if let Some((tok, g)) = &current {
+        if let Some(g) = current.as_ref().and_then(|c| st.global_tokens.get(c)) {
             let live = g.stale_after_ms.is_none_or(|s| now < s);
+            // The platform renews 5 minutes before expiry; until then the same token.
             if live && g.expires_ms > now + OVERLAP_MS {
                 let left = (g.expires_ms - now) / 1000;
-                return cgi_ok(json!({"access_token": tok, "expires_in": left}));
+                return cgi_ok(json!({"access_token": current, "expires_in": left}));
             }
         }
     }
-    let token = new_global(sim, &app.appid, now);
-    {
-        let mut st = sim.state();
-        st.app_tokens(&app.appid, day).stable = Some(token.clone());
-    }
+    let token = http::random_token(136);
+    st.global_tokens.insert(
+        token.clone(),
+        GlobalToken {
+            appid: app.appid.clone(),
+            expires_ms: now + TOKEN_TTL_MS,
+            stale_after_ms: None,
+        },
+    );
+    st.app_tokens(&app.appid, day).stable = Some(token.clone());
     if force {
         // force_refresh invalidates the previous stable token at once.
-        supersede(sim, current.map(|c| c.0), now);
+        supersede(&mut st, current, now);
     }
+    drop(st);
     cgi_ok(json!({"access_token": token, "expires_in": 7200}))
 }
 

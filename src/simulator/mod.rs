@@ -78,10 +78,6 @@ impl Sim {
     }
 }
 
-/// Alias kept for readers who look for a `Simulator` type: the simulator is started with
-/// [`start`] and controlled through [`SimHandle`].
-pub type Simulator = SimHandle;
-
 /// A running simulator. Dropping it (or [`SimHandle::shutdown`]) stops serving.
 #[derive(Debug)]
 pub struct SimHandle {
