@@ -633,7 +633,7 @@ impl Validator<'_> {
             w.timeout.as_deref(),
             Duration::from_secs(5),
         )?;
-        for (name, _) in &w.verify_files {
+        for name in w.verify_files.keys() {
             // Served at the root, so the name must be a plain file name WeChat would ask for.
             let ok = name.ends_with(".txt")
                 && name.len() <= 128
@@ -978,7 +978,7 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let e = load(&MIN.replace("listen", "lisen = \"x\"\nlisten")).unwrap_err();
-        assert_eq!(e.key, "server");
+        assert_eq!(e.key, "server.lisen");
         assert!(e.reason.contains("unknown field `lisen`"), "{e}");
         let e = load(&format!("{MIN}colour = \"red\"\n")).unwrap_err();
         assert!(e.reason.contains("colour"), "{e}");

@@ -72,7 +72,8 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let keys = KeyDir(dir.clone());
     let pem = generate_pem(Alg::ES256)?;
-    std::fs::write(dir.join("jwt.pem"), pem).map_err(|e| format!("cannot write the demo JWT key: {e}"))?;
+    std::fs::write(dir.join("jwt.pem"), pem)
+        .map_err(|e| format!("cannot write the demo JWT key: {e}"))?;
     let session_secret: [u8; 32] = rand::random();
     let session_secret = {
         use base64::Engine;
@@ -129,14 +130,21 @@ non_wechat = "login"
         "DEMO_SESSION_SECRET" => Some(session_secret.clone()),
         _ => None,
     };
-    let settings = Settings::from_toml(&toml, &dir.join("demo.toml"), &dir, &env).map_err(|e| e.to_string())?;
+    let settings = Settings::from_toml(&toml, &dir.join("demo.toml"), &dir, &env)
+        .map_err(|e| e.to_string())?;
     let gateway = Arc::new(Gateway::new(settings).map_err(|e| e.to_string())?);
-    let gateway = crate::server::start(gateway)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e} (try --listen 127.0.0.1:0)", opts.listen))?;
+    let gateway = crate::server::start(gateway).await.map_err(|e| {
+        format!(
+            "cannot listen on {}: {e} (try --listen 127.0.0.1:0)",
+            opts.listen
+        )
+    })?;
 
     let jwks_url = format!("http://{}/_wxgate/jwks.json", gateway.local_addr());
-    tokio::spawn(serve_upstream(upstream, Arc::new(DemoUpstream::new(jwks_url, sim))));
+    tokio::spawn(serve_upstream(
+        upstream,
+        Arc::new(DemoUpstream::new(jwks_url, sim)),
+    ));
 
     Ok(Demo {
         gateway,
@@ -179,10 +187,13 @@ impl DemoUpstream {
 
     /// Verifies the JWT against the JWKS the way an upstream should: kid, algorithm, iss, aud, exp.
     async fn verify(&self, token: &str) -> Result<serde_json::Value, String> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("bad JWT header: {e}"))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| format!("bad JWT header: {e}"))?;
         let kid = header.kid.ok_or("the JWT has no kid")?;
         let jwks = self.jwks().await?;
-        let jwk = jwks.find(&kid).ok_or_else(|| format!("no key {kid} in the JWKS"))?;
+        let jwk = jwks
+            .find(&kid)
+            .ok_or_else(|| format!("no key {kid} in the JWKS"))?;
         let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
         let mut validation = jsonwebtoken::Validation::new(header.alg);
         validation.set_issuer(&["wxgate"]);
@@ -203,7 +214,10 @@ impl DemoUpstream {
             return respond(StatusCode::OK, "application/json", body.to_string());
         }
         let (verdict, claims) = if jwt.is_empty() {
-            ("no JWT (this route does not authenticate)".to_string(), String::new())
+            (
+                "no JWT (this route does not authenticate)".to_string(),
+                String::new(),
+            )
         } else {
             match self.verify(jwt).await {
                 Ok(c) => (
@@ -221,7 +235,11 @@ impl DemoUpstream {
             } else {
                 v.to_string()
             };
-            rows.push_str(&format!("<tr><td>{}</td><td>{}</td></tr>", escape(name.as_str()), escape(&v)));
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td></tr>",
+                escape(name.as_str()),
+                escape(&v)
+            ));
         }
         let identity = if openid.is_empty() {
             "<p>No identity: this route has <code>auth = \"off\"</code>.</p>".to_string()
@@ -244,15 +262,21 @@ impl DemoUpstream {
             escape(&verdict),
             escape(&claims)
         );
-        respond(StatusCode::OK, "text/html; charset=utf-8", html_document("wxgate demo upstream", &body))
+        respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            html_document("wxgate demo upstream", &body),
+        )
     }
 }
 
 fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
     resp
 }
 
@@ -279,22 +303,28 @@ pub async fn run_cli(opts: DemoOptions) -> Result<(), String> {
     let demo = start(opts).await?;
     let url = demo.url();
     let sim = demo.simulator.url();
-    println!(
-        "\nwxgate demo is running.\n\n\
-  Open {url}/ in a browser.\n\
-    · A desktop browser walks the whole flow: the simulator first says 「请在微信客户端打开链接」;\n\
-      click its simulator-only \"treat this browser as WeChat\" link, and you land on the demo\n\
-      upstream showing your openid, unionid and the verified JWT.\n\
-    · The silent path with a WeChat User-Agent:\n\
-        curl -sL -c /tmp/wx.jar -b /tmp/wx.jar -A 'Mozilla/5.0 (iPhone) MicroMessenger/8.0.59' {url}/\n\
-    · Switch the simulated user at {sim}/_sim/users?return={url}/ (alice follows the account,\n\
-      bob does not, carol is a snapshot-mode user), then log out at {url}/_wxgate/logout.\n\n\
-  Gateway    {url}   (routes: / login required, /api 401 JSON, /public no auth)\n\
-  Simulator  {sim}   (stand-in for open.weixin.qq.com and api.weixin.qq.com)\n\
-  Upstream   http://{}\n\n\
-Press Ctrl-C to stop.",
-        demo.upstream_addr
-    );
+    let upstream = demo.upstream_addr;
+    let lines = [
+        String::new(),
+        "wxgate demo is running.".into(),
+        String::new(),
+        format!("  Open {url}/ in a browser."),
+        "    - A desktop browser walks the whole flow: the simulator first says 「请在微信客户端打开链接」;".into(),
+        "      click its simulator-only \"treat this browser as WeChat\" link, and you land on the demo".into(),
+        "      upstream showing your openid, unionid and the verified JWT.".into(),
+        "    - The silent path with a WeChat User-Agent:".into(),
+        format!("        curl -sL -c /tmp/wx.jar -b /tmp/wx.jar -A 'Mozilla/5.0 (iPhone) MicroMessenger/8.0.59' {url}/"),
+        format!("    - Switch the simulated user at {sim}/_sim/users?return={url}/"),
+        "      (alice follows the account, bob does not, carol is a snapshot-mode user),".into(),
+        format!("      then log out at {url}/_wxgate/logout"),
+        String::new(),
+        format!("  Gateway    {url}   (/ needs login, /api answers 401 JSON, /public has no auth)"),
+        format!("  Simulator  {sim}   (stands in for open.weixin.qq.com and api.weixin.qq.com)"),
+        format!("  Upstream   http://{upstream}"),
+        String::new(),
+        "Press Ctrl-C to stop.".into(),
+    ];
+    println!("{}", lines.join("\n"));
     crate::server::termination_signal().await;
     println!("stopping…");
     demo.shutdown().await;

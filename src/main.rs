@@ -57,6 +57,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Start the simulator, a demo upstream and the gateway on localhost with fresh keys:
+    /// no config, no WeChat account, no network.
+    Demo {
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Where the WeChat simulator listens.
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        sim_listen: std::net::SocketAddr,
+    },
     /// Write a self-signed development certificate and key (never for production).
     Cert {
         /// Host names or IPs the certificate is for.
@@ -98,6 +108,16 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("wxgate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo { listen, sim_listen } => {
+            let opts = wxgate::demo::DemoOptions { listen, sim_listen };
+            match runtime().block_on(wxgate::demo::run_cli(opts)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wxgate demo: {e}");
                     ExitCode::FAILURE
                 }
             }

@@ -118,31 +118,6 @@ pub fn redirect(location: &str) -> Response<Body> {
     resp
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            escape("<a href=\"x\">&'"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
-        );
-    }
-
-    #[test]
-    fn error_json_and_html() {
-        let r = error(StatusCode::BAD_GATEWAY, "bad_gateway", "down", true, "rid");
-        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
-        let r = error(StatusCode::NOT_FOUND, "not_found", "<x>", false, "rid");
-        assert_eq!(r.status(), 404);
-        assert!(r.headers()[header::CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html"));
-    }
-}
-
 /// For browsers outside WeChat on a `non_wechat = "deny"` route: the WeChat wording, a QR
 /// code of this page's URL to scan with the phone, and the URL itself.
 pub fn open_in_wechat(url: &str) -> Response<Body> {
@@ -186,4 +161,29 @@ wait a few minutes, make sure cookies are allowed, and try again.</p>\
         StatusCode::BAD_REQUEST,
         html_document("Sign-in did not complete", &body),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup() {
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+
+    #[test]
+    fn error_json_and_html() {
+        let r = error(StatusCode::BAD_GATEWAY, "bad_gateway", "down", true, "rid");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let r = error(StatusCode::NOT_FOUND, "not_found", "<x>", false, "rid");
+        assert_eq!(r.status(), 404);
+        assert!(r.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+    }
 }
