@@ -345,6 +345,38 @@ impl Settings {
         Validator { file, base_dir }.settings(raw)
     }
 
+    /// Settings that load but that WeChat itself would refuse (reference §1, §11.2): the
+    /// authorize page would show 10003 and never call back, so say so at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.needs_auth() {
+            return out;
+        }
+        match &self.server.public_url {
+            None => out.push(
+                "server.public_url is not set: the callback URL follows each request's Host header; \
+                 set it to the origin registered as 网页授权域名"
+                    .to_string(),
+            ),
+            Some(url) => {
+                if let Ok(u) = url::Url::parse(url) {
+                    if u.port().is_some() {
+                        out.push(format!(
+                            "server.public_url {url} has a port: WeChat's 网页授权域名 cannot have one (error 10003); \
+                             fine only with the simulator"
+                        ));
+                    }
+                    if u.scheme() == "http" {
+                        out.push(format!(
+                            "server.public_url {url} is plain HTTP: session cookies travel unencrypted; use https"
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Whether any route uses WeChat authentication.
     pub fn needs_auth(&self) -> bool {
         self.routes.iter().any(|r| r.auth != AuthMode::Off)
@@ -1042,6 +1074,30 @@ mod tests {
         assert!(
             !format!("{:?}", s.wechat).contains("s3cr3t"),
             "Debug must not print secrets"
+        );
+    }
+
+    #[test]
+    fn warnings_for_what_wechat_refuses() {
+        let base = format!(
+            "{MIN}[wechat]\nappid = \"wx0123456789abcdef\"\nsecret = \"x\"\n[session]\nsecret = \"${{SESSION}}\"\n[jwt]\nalgorithm = \"HS256\"\nsecret = \"${{SESSION}}\"\n"
+        );
+        let s = load(&base.replace(
+            "[server]",
+            "[server]\npublic_url = \"http://h5.example.com:8443\"",
+        ))
+        .unwrap();
+        let w = s.warnings().join("\n");
+        assert!(w.contains("10003") && w.contains("plain HTTP"), "{w}");
+        let s = load(&base.replace(
+            "[server]",
+            "[server]\npublic_url = \"https://h5.example.com\"",
+        ))
+        .unwrap();
+        assert!(s.warnings().is_empty());
+        assert!(
+            load(MIN).unwrap().warnings().is_empty(),
+            "no auth, nothing to warn about"
         );
     }
 

@@ -94,6 +94,9 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => match load(config) {
             Ok(settings) => {
+                if let Err(code) = build(settings.clone()) {
+                    return code;
+                }
                 print_check(&settings);
                 ExitCode::SUCCESS
             }
@@ -147,28 +150,30 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Loads and validates the config, building the gateway's key material too, so every
-/// problem with the file is reported before anything listens.
+/// Loads and validates the config file; exits 78 with one line naming file, key and reason.
 fn load(path: Option<PathBuf>) -> Result<Settings, ExitCode> {
     let path = path.unwrap_or_else(config::default_path);
-    let settings = Settings::load(&path).map_err(|e| {
+    Settings::load(&path).map_err(|e| {
         eprintln!("wxgate: config error: {e}");
         ExitCode::from(EX_CONFIG)
-    })?;
-    if let Err(e) = Gateway::new(settings.clone()) {
+    })
+}
+
+/// Builds the gateway, which loads key material: a bad key is a config error too.
+fn build(settings: Settings) -> Result<Gateway, ExitCode> {
+    Gateway::new(settings).map_err(|e| {
         eprintln!("wxgate: config error: {e}");
-        return Err(ExitCode::from(EX_CONFIG));
-    }
-    Ok(settings)
+        ExitCode::from(EX_CONFIG)
+    })
 }
 
 async fn run(settings: Settings) -> ExitCode {
-    let gateway = match Gateway::new(settings) {
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let gateway = match build(settings) {
         Ok(g) => Arc::new(g),
-        Err(e) => {
-            eprintln!("wxgate: config error: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     let server = match wxgate::server::start(gateway).await {
         Ok(s) => s,
@@ -196,6 +201,9 @@ fn print_check(s: &Settings) {
     }
     if let Some(w) = &s.wechat {
         println!("wechat   appid {} via {}", w.appid, w.api_base);
+    }
+    for warning in s.warnings() {
+        println!("warning  {warning}");
     }
     println!("routes (in match order):");
     let router = wxgate::routes::Router::new(&s.routes);
