@@ -85,6 +85,13 @@ impl http_body::Body for GeneratedBody {
 /// A body fed from a channel: lets a test decide when each chunk is sent.
 pub struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
 
+impl ChannelBody {
+    /// The body ends when every sender is dropped.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> ChannelBody {
+        ChannelBody(rx)
+    }
+}
+
 impl http_body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
@@ -313,7 +320,7 @@ impl EchoState {
                     release.notified().await;
                     let _ = tx.send(Bytes::from_static(b"rest")).await;
                 });
-                return Response::new(ChannelBody(rx).boxed());
+                return Response::new(ChannelBody::new(rx).boxed());
             }
             "hop" => {
                 return Response::builder()
