@@ -612,13 +612,18 @@ pub fn binary_path() -> &'static str {
 /// Writes `toml` to a temp dir, runs `wxgate --log-format json run -c it` and waits
 /// (bounded) for its "wxgate listening" line to learn the port.
 pub fn spawn_binary(toml: &str) -> Binary {
+    spawn_binary_with_log(toml, "info")
+}
+
+/// [`spawn_binary`] with `WXGATE_LOG` set to `filter` (e.g. "debug").
+pub fn spawn_binary_with_log(toml: &str, filter: &str) -> Binary {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
     std::fs::write(&path, toml).unwrap();
     let mut child = Command::new(binary_path())
         .args(["--log-format", "json", "run", "-c"])
         .arg(&path)
-        .env("WXGATE_LOG", "info")
+        .env("WXGATE_LOG", filter)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
