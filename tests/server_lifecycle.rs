@@ -136,10 +136,9 @@ async fn graceful_shutdown_lets_a_slow_request_finish_and_refuses_new_connection
         match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
             .await
         {
-            Ok(Err(e)) => {
-                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
-                break;
-            }
+            // A connection caught in the closing listener's backlog is reset; keep trying
+            // until the port plainly refuses.
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
             _ => assert!(
                 Instant::now() < deadline,
                 "still accepting after begin_shutdown"
