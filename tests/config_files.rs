@@ -222,6 +222,7 @@ fn every_error_names_file_key_and_reason() {
         };
         assert_eq!(e.to_string(), format!("/etc/wxgate/gw.toml: {shown}"));
         assert_eq!(e.file, Path::new("/etc/wxgate/gw.toml"));
+        assert!(!e.to_string().contains('\n'), "{what}: one line: {e:?}");
     }
 }
 
