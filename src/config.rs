@@ -602,7 +602,7 @@ impl Validator<'_> {
             }
         };
         let timeout = self.duration("wechat.timeout", w.timeout.as_deref(), Duration::from_secs(5))?;
-        for (name, _) in &w.verify_files {
+        for name in w.verify_files.keys() {
             // Served at the root, so the name must be a plain file name WeChat would ask for.
             let ok = name.ends_with(".txt")
                 && name.len() <= 128
