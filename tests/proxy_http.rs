@@ -524,3 +524,46 @@ async fn request_body_and_method_pass_through() {
     assert_eq!(v["path"], "/items/7?x=1");
     assert_eq!(v["body_len"], 100_000);
 }
+
+#[tokio::test]
+async fn expect_100_continue_upload_goes_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Echo::start().await;
+    let gw = start_gateway(&simple_config(&up.url())).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        gw.addr()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+        .await
+        .expect("no 100 Continue: the client would wait forever")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100 Continue"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(b"hello").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let (status, _, body) = parse_response(&out);
+    assert_eq!(status, 200);
+    assert_eq!(String::from_utf8_lossy(&body), r#"{"received":5}"#);
+}
+
+#[tokio::test]
+async fn far_oversized_headers_get_hyper_431_not_a_hang() {
+    let up = Echo::start().await;
+    let gw = start_gateway(&simple_config(&up.url())).await;
+    let big = "a".repeat(64 * 1024);
+    let req = format!("GET /x HTTP/1.1\r\nHost: h\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    let (status, _, _) = raw_request(gw.addr(), req.as_bytes()).await;
+    assert_eq!(status, 431);
+    assert!(up.seen().is_empty());
+}
