@@ -173,3 +173,42 @@ async fn tls_h2_error_answer_is_json() {
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"], "bad_gateway");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_upstream_host_is_the_client_authority_even_behind_a_trusted_proxy() {
+    let up = Echo::start().await;
+    let toml = simple_config(&up.url()).replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
+    );
+    let gw = start_gateway(&toml).await;
+    let authority = gw.addr().to_string();
+    for http2 in [false, true] {
+        let mut b = client_builder();
+        if http2 {
+            b = b.http2_prior_knowledge();
+        }
+        let resp = b
+            .build()
+            .unwrap()
+            .get(gw.url("/h"))
+            .header("x-forwarded-host", "h5.example.com")
+            .header("x-forwarded-proto", "https")
+            .send()
+            .await
+            .unwrap();
+        let v = echo_json(resp).await;
+        // HTTP/1.1 and HTTP/2 clients alike: Host is what the client sent, the browser's
+        // view travels in X-Forwarded-Host.
+        assert_eq!(
+            echo_header(&v, "host"),
+            [authority.as_str()],
+            "http2={http2}"
+        );
+        assert_eq!(
+            echo_header(&v, "x-forwarded-host"),
+            ["h5.example.com"],
+            "http2={http2}"
+        );
+    }
+}
