@@ -75,6 +75,26 @@ async fn http2_prior_knowledge_to_the_gateway() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(echo_json(resp).await["body_len"], 1 << 20);
 
+    // Connection-specific headers from the upstream would be illegal in HTTP/2.
+    let resp = c.get(gw.url("/hop")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    for name in [
+        "connection",
+        "x-up-hop",
+        "keep-alive",
+        "proxy-authenticate",
+        "upgrade",
+        "te",
+    ] {
+        assert!(
+            !resp.headers().contains_key(name),
+            "{name}: {:?}",
+            resp.headers()
+        );
+    }
+    assert_eq!(resp.headers()["x-kept"], "1");
+    assert_eq!(resp.text().await.unwrap(), "hop");
+
     // Streams on one connection are served concurrently: 16 requests of 300 ms each.
     let started = std::time::Instant::now();
     let mut tasks = Vec::new();
