@@ -567,3 +567,30 @@ async fn far_oversized_headers_get_hyper_431_not_a_hang() {
     assert_eq!(status, 431);
     assert!(up.seen().is_empty());
 }
+
+#[tokio::test]
+async fn http10_request_without_host_gets_valid_forwarded_headers() {
+    let up = Echo::start().await;
+    let gw = start_gateway(&simple_config(&up.url())).await;
+    let req = "GET /old HTTP/1.0\r\nX-Forwarded-Host: evil.example\r\n\r\n";
+    let (status, _, _) = raw_request(gw.addr(), req.as_bytes()).await;
+    assert_eq!(status, 200);
+    let seen = up.last();
+    assert_eq!(seen.path, "/old");
+    assert_eq!(seen.header_all("forwarded"), ["for=127.0.0.1;proto=http"]);
+    assert!(
+        seen.header("x-forwarded-host").is_none(),
+        "{:?}",
+        seen.headers
+    );
+    // With a Host it is named in both.
+    let req = "GET /old HTTP/1.0\r\nHost: a.example\r\n\r\n";
+    let (status, _, _) = raw_request(gw.addr(), req.as_bytes()).await;
+    assert_eq!(status, 200);
+    let seen = up.last();
+    assert_eq!(
+        seen.header_all("forwarded"),
+        ["for=127.0.0.1;proto=http;host=a.example"]
+    );
+    assert_eq!(seen.header_all("x-forwarded-host"), ["a.example"]);
+}
