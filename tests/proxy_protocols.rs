@@ -232,3 +232,40 @@ async fn http2_upstream_host_is_the_client_authority_even_behind_a_trusted_proxy
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_tls() {
+    let up = Echo::start().await;
+    let (gw, cert) = tls_gateway(&up.url()).await;
+    wxgate::tls::install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut cert.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio::time::timeout(WAIT, connector.connect(name, tcp))
+        .await
+        .unwrap()
+        .unwrap();
+    let url = format!("wss://localhost:{}/ws", gw.addr().port());
+    let (mut ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, tls))
+        .await
+        .expect("handshake timed out")
+        .expect("handshake");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("over tls")).await.unwrap();
+    let echoed = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("echo timed out")
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "over tls");
+    ws.close(None).await.unwrap();
+    assert_eq!(up.last().header("x-forwarded-proto"), Some("https"));
+}
