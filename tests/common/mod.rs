@@ -238,9 +238,8 @@ impl Echo {
         }
     }
 
-    /// Lets `/hold` responses finish.
+    /// Lets one `/hold` response (the waiting one, else the next) send its rest.
     pub fn release(&self) {
-        self.release.notify_waiters();
         self.release.notify_one();
     }
 }
@@ -464,7 +463,16 @@ pub async fn start_gateway(toml: &str) -> TestGateway {
 
 /// Like [`start_gateway`] with a prepared base directory (for TLS files and keys).
 pub async fn start_gateway_in(toml: &str, dir: tempfile::TempDir) -> TestGateway {
-    let settings = Settings::from_toml(toml, Path::new("test.toml"), dir.path(), &|_| None)
+    start_gateway_env(toml, dir, &|_| None).await
+}
+
+/// Like [`start_gateway_in`] with `${NAME}` references resolved by `env` (e.g. secrets).
+pub async fn start_gateway_env(
+    toml: &str,
+    dir: tempfile::TempDir,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> TestGateway {
+    let settings = Settings::from_toml(toml, Path::new("test.toml"), dir.path(), env)
         .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
     let gateway = Gateway::new(settings).unwrap_or_else(|e| panic!("gateway: {e}"));
     let running = wxgate::server::start(Arc::new(gateway))
