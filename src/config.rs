@@ -340,7 +340,15 @@ impl Settings {
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
             let key = if key == "." { String::new() } else { key };
-            err(&key, e.into_inner().to_string())
+            // toml appends "\nin `table`\n" to the message; the key already says where, and
+            // the error must stay on one line.
+            let reason = e.into_inner().to_string();
+            let reason: Vec<&str> = reason
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("in `"))
+                .collect();
+            err(&key, reason.join(" "))
         })?;
         Validator { file, base_dir }.settings(raw)
     }
@@ -1010,8 +1018,10 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let e = load(&MIN.replace("listen", "lisen = \"x\"\nlisten")).unwrap_err();
+        // serde_path_to_error names the unknown key itself, under its table.
         assert_eq!(e.key, "server.lisen");
         assert!(e.reason.contains("unknown field `lisen`"), "{e}");
+        assert!(!e.to_string().contains('\n'), "one line: {e:?}");
         let e = load(&format!("{MIN}colour = \"red\"\n")).unwrap_err();
         assert!(e.reason.contains("colour"), "{e}");
     }

@@ -68,13 +68,19 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        parts.uri = upstream_uri(fwd.route, &parts.uri)?;
         // HTTP/2 clients carry the host in :authority; upstreams speak HTTP/1.1 and need Host.
+        // It is the client's own authority, as for HTTP/1.1, not a trusted proxy's
+        // X-Forwarded-Host (that one travels in X-Forwarded-Host).
         if !parts.headers.contains_key(header::HOST) {
-            if let Ok(v) = HeaderValue::from_str(&fwd.view.authority) {
+            let authority = parts
+                .uri
+                .authority()
+                .map_or(fwd.view.authority.as_str(), |a| a.as_str());
+            if let Ok(v) = HeaderValue::from_str(authority) {
                 parts.headers.insert(header::HOST, v);
             }
         }
+        parts.uri = upstream_uri(fwd.route, &parts.uri)?;
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
         headers::remove_hop_by_hop(h, upgrade);

@@ -1,5 +1,730 @@
-//! Helpers shared by integration tests. Each test binary compiles this
-//! module separately and uses only part of it, hence the dead_code allowance.
+//! Shared helpers for the integration tests: an in-process echo upstream, upstreams that
+//! refuse or reset, an in-process gateway, the real `wxgate` binary as a child process, and
+//! small HTTP clients. Every wait is bounded so a broken gateway fails a test, never hangs it.
 #![allow(dead_code)]
 
 pub mod redirect_vectors;
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use wxgate::config::Settings;
+use wxgate::handler::Gateway;
+use wxgate::server::Running;
+
+/// The default bound on any single wait in the tests.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Chunk size of generated bodies (`/download`, [`GeneratedBody`]).
+pub const CHUNK: usize = 256 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Bodies.
+// ---------------------------------------------------------------------------------------------
+
+/// A body of `remaining` bytes produced on the fly from one shared chunk (no allocation per
+/// frame), so gigabytes can be streamed without holding them anywhere.
+pub struct GeneratedBody {
+    remaining: u64,
+    chunk: Bytes,
+}
+
+impl GeneratedBody {
+    pub fn new(len: u64) -> GeneratedBody {
+        GeneratedBody {
+            remaining: len,
+            chunk: Bytes::from(vec![b'x'; CHUNK]),
+        }
+    }
+}
+
+impl http_body::Body for GeneratedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = this.remaining.min(this.chunk.len() as u64) as usize;
+        this.remaining -= n as u64;
+        Poll::Ready(Some(Ok(Frame::data(this.chunk.slice(..n)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A body fed from a channel: lets a test decide when each chunk is sent.
+pub struct ChannelBody(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl ChannelBody {
+    /// The body ends when every sender is dropped.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> ChannelBody {
+        ChannelBody(rx)
+    }
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.get_mut()
+            .0
+            .poll_recv(cx)
+            .map(|c| c.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+type EchoBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn full(data: impl Into<Bytes>) -> EchoBody {
+    http_body_util::Full::new(data.into()).boxed()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Echo upstream.
+// ---------------------------------------------------------------------------------------------
+
+/// What the echo upstream saw of one request (everything but the body bytes).
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// All values of header `name` (case-insensitive).
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_all(name).first().copied()
+    }
+}
+
+/// An HTTP/1.1 upstream on 127.0.0.1:0 that answers every request with JSON describing it:
+/// `{"upstream", "method", "path", "version", "headers": [[name, value]...], "body_len"}`.
+///
+/// Special paths (matched on the path's last segment, so they work behind base paths):
+/// - `/slow?ms=N`: waits N ms before the response headers;
+/// - `/download?bytes=N`: streams N generated bytes;
+/// - `/upload`: counts the request body while it streams, answers `{"received": N}`;
+/// - `/hold`: sends `first-chunk` at once, the rest (`rest`) only after [`Echo::release`];
+/// - `/hop`: answers with hop-by-hop headers (`Connection: close, X-Up-Hop`, `X-Up-Hop`,
+///   `Keep-Alive`, `Proxy-Authenticate`, `Upgrade` without 101, `TE`) plus `X-Kept`;
+/// - `/ws`: WebSocket echo (text and binary messages are sent back).
+pub struct Echo {
+    pub addr: SocketAddr,
+    name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    release: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Echo {
+    pub async fn start() -> Echo {
+        Echo::named("echo").await
+    }
+
+    /// An echo upstream whose answers carry `"upstream": name`, to tell routes apart.
+    pub async fn named(name: &str) -> Echo {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind echo upstream");
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(Notify::new());
+        let state = Arc::new(EchoState {
+            name: name.to_string(),
+            seen: seen.clone(),
+            release: release.clone(),
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(state.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+        });
+        Echo {
+            addr,
+            name: name.to_string(),
+            seen,
+            release,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:port`, for `upstream = ...`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request seen so far, in arrival order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The last request seen; panics when there was none.
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream saw no request")
+    }
+
+    /// Waits (bounded) until the upstream has seen `n` requests.
+    pub async fn wait_for_requests(&self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        while self.seen.lock().unwrap().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "upstream saw fewer than {n} requests in {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Lets one `/hold` response (the waiting one, else the next) send its rest.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+}
+
+struct EchoState {
+    name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    release: Arc<Notify>,
+}
+
+fn query_u64(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+impl EchoState {
+    async fn answer(&self, mut req: Request<Incoming>) -> Response<EchoBody> {
+        let seen = Seen {
+            method: req.method().to_string(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or("/".into(), |p| p.to_string()),
+            version: format!("{:?}", req.version()),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+        };
+        self.seen.lock().unwrap().push(seen.clone());
+        let last = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        match last.as_str() {
+            "slow" => {
+                tokio::time::sleep(Duration::from_millis(query_u64(&req, "ms"))).await;
+            }
+            "download" => {
+                let n = query_u64(&req, "bytes");
+                return Response::builder()
+                    .header("content-type", "application/octet-stream")
+                    .body(GeneratedBody::new(n).boxed())
+                    .unwrap();
+            }
+            "upload" => {
+                let mut body = req.into_body();
+                let mut received: u64 = 0;
+                while let Some(frame) = body.frame().await {
+                    match frame {
+                        Ok(f) => received += f.data_ref().map_or(0, |d| d.len() as u64),
+                        Err(_) => break,
+                    }
+                }
+                return json_response(StatusCode::OK, json!({ "received": received }));
+            }
+            "hold" => {
+                let (tx, rx) = tokio::sync::mpsc::channel(2);
+                let release = self.release.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(Bytes::from_static(b"first-chunk")).await;
+                    release.notified().await;
+                    let _ = tx.send(Bytes::from_static(b"rest")).await;
+                });
+                return Response::new(ChannelBody::new(rx).boxed());
+            }
+            "hop" => {
+                return Response::builder()
+                    .header("connection", "X-Up-Hop")
+                    .header("x-up-hop", "secret")
+                    .header("keep-alive", "timeout=5")
+                    .header("proxy-authenticate", "Basic realm=x")
+                    .header("upgrade", "h2c")
+                    .header("te", "trailers")
+                    .header("proxy-connection", "keep-alive")
+                    .header("x-kept", "1")
+                    .body(full("hop"))
+                    .unwrap();
+            }
+            "ws" if req.headers().contains_key("sec-websocket-key") => {
+                let key = req.headers()["sec-websocket-key"].as_bytes().to_vec();
+                let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key);
+                let upgrade = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    let Ok(upgraded) = upgrade.await else { return };
+                    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        tokio_tungstenite::tungstenite::protocol::Role::Server,
+                        None,
+                    )
+                    .await;
+                    while let Some(Ok(msg)) = ws.next().await {
+                        if msg.is_text() || msg.is_binary() {
+                            if ws.send(msg).await.is_err() {
+                                break;
+                            }
+                        } else if msg.is_close() {
+                            break;
+                        }
+                    }
+                });
+                return Response::builder()
+                    .status(StatusCode::SWITCHING_PROTOCOLS)
+                    .header("connection", "upgrade")
+                    .header("upgrade", "websocket")
+                    .header("sec-websocket-accept", accept)
+                    .body(full(Bytes::new()))
+                    .unwrap();
+            }
+            _ => {}
+        }
+        // Count the body without keeping it.
+        let mut body = req.into_body();
+        let mut body_len: u64 = 0;
+        while let Some(Ok(f)) = body.frame().await {
+            body_len += f.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        let headers: Vec<[String; 2]> = seen
+            .headers
+            .iter()
+            .map(|(k, v)| [k.clone(), v.clone()])
+            .collect();
+        json_response(
+            StatusCode::OK,
+            json!({
+                "upstream": self.name,
+                "method": seen.method,
+                "path": seen.path,
+                "version": seen.version,
+                "headers": headers,
+                "body_len": body_len,
+            }),
+        )
+    }
+}
+
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response<EchoBody> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(v.to_string()))
+        .unwrap()
+}
+
+/// A port nothing listens on: bound, then released. Connections to it are refused.
+pub fn dead_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().unwrap()
+}
+
+/// An upstream that accepts, reads the request head, writes half a status line and headers,
+/// then resets the connection (RST via SO_LINGER 0). Returns its address.
+pub async fn resetting_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/pl")
+                    .await;
+                let _ = s.flush().await;
+                let _ = s.set_zero_linger();
+                drop(s);
+            });
+        }
+    });
+    (addr, task)
+}
+
+// ---------------------------------------------------------------------------------------------
+// In-process gateway.
+// ---------------------------------------------------------------------------------------------
+
+/// A running in-process gateway and the temp dir its relative paths resolve against.
+pub struct TestGateway {
+    pub running: Running,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestGateway {
+    pub fn addr(&self) -> SocketAddr {
+        self.running.local_addr()
+    }
+    /// `http://127.0.0.1:port` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr(), path)
+    }
+}
+
+/// Parses `toml` (no environment variables) and starts a gateway from it.
+pub async fn start_gateway(toml: &str) -> TestGateway {
+    start_gateway_in(toml, tempfile::tempdir().expect("tempdir")).await
+}
+
+/// Like [`start_gateway`] with a prepared base directory (for TLS files and keys).
+pub async fn start_gateway_in(toml: &str, dir: tempfile::TempDir) -> TestGateway {
+    start_gateway_env(toml, dir, &|_| None).await
+}
+
+/// Like [`start_gateway_in`] with `${NAME}` references resolved by `env` (e.g. secrets).
+pub async fn start_gateway_env(
+    toml: &str,
+    dir: tempfile::TempDir,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> TestGateway {
+    let settings = Settings::from_toml(toml, Path::new("test.toml"), dir.path(), env)
+        .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{toml}"));
+    let gateway = Gateway::new(settings).unwrap_or_else(|e| panic!("gateway: {e}"));
+    let running = wxgate::server::start(Arc::new(gateway))
+        .await
+        .expect("start gateway");
+    TestGateway { running, dir }
+}
+
+/// The smallest config: one catch-all `auth = "off"` route to `upstream`.
+pub fn simple_config(upstream: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n\n[[route]]\nname = \"all\"\npath = \"/\"\nupstream = \"{upstream}\"\nauth = \"off\"\n"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients.
+// ---------------------------------------------------------------------------------------------
+
+/// A reqwest client that does not follow redirects, with bounded timeouts.
+pub fn client() -> reqwest::Client {
+    client_builder().build().unwrap()
+}
+
+pub fn client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(5))
+        .no_proxy()
+}
+
+/// The echo upstream's JSON answer.
+pub async fn echo_json(resp: reqwest::Response) -> serde_json::Value {
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    assert_eq!(
+        status, 200,
+        "expected the echo upstream's answer, got {status}: {text}"
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Header `name` (lower-case) from an echo JSON answer.
+pub fn echo_header<'a>(v: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    v["headers"]
+        .as_array()
+        .expect("headers")
+        .iter()
+        .filter(|p| p[0].as_str().unwrap().eq_ignore_ascii_case(name))
+        .map(|p| p[1].as_str().unwrap())
+        .collect()
+}
+
+/// Writes `request` verbatim on a new connection and reads until the peer closes (send
+/// `Connection: close`). Returns (status, lower-cased headers, body).
+pub async fn raw_request(
+    addr: SocketAddr,
+    request: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let fut = async {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(request).await.expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        out
+    };
+    let out = tokio::time::timeout(WAIT, fut)
+        .await
+        .expect("raw request timed out");
+    parse_response(&out)
+}
+
+/// Splits an HTTP/1.1 response (not chunked) into status, headers and body.
+pub fn parse_response(out: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no complete response head: {:?}",
+                String::from_utf8_lossy(out)
+            )
+        });
+    let head = String::from_utf8_lossy(&out[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, out[end + 4..].to_vec())
+}
+
+/// An HTTP/1.1 hyper client connection to `addr` (its driver runs in the background).
+pub async fn h1_connect<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    let _ = stream.set_nodelay(true);
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    send
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary.
+// ---------------------------------------------------------------------------------------------
+
+/// `wxgate run` as a child process with `--log-format json`. Killed on drop.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    /// Every stderr line so far (a thread keeps draining the pipe).
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn binary_path() -> &'static str {
+    env!("CARGO_BIN_EXE_wxgate")
+}
+
+/// Writes `toml` to a temp dir, runs `wxgate --log-format json run -c it` and waits
+/// (bounded) for its "wxgate listening" line to learn the port.
+pub fn spawn_binary(toml: &str) -> Binary {
+    spawn_binary_with_log(toml, "info")
+}
+
+/// [`spawn_binary`] with `WXGATE_LOG` set to `filter` (e.g. "debug").
+pub fn spawn_binary_with_log(toml: &str, filter: &str) -> Binary {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(binary_path())
+        .args(["--log-format", "json", "run", "-c"])
+        .arg(&path)
+        .env("WXGATE_LOG", filter)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wxgate");
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let pipe = child.stderr.take().unwrap();
+        let lines = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("wxgate listening") {
+                    let _ = tx.send(line.clone());
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+    }
+    let line = match rx.recv_timeout(WAIT) {
+        Ok(l) => l,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("wxgate did not start: {:?}", stderr.lock().unwrap());
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+    let addr = v["addr"]
+        .as_str()
+        .expect("addr field")
+        .parse()
+        .expect("addr");
+    Binary {
+        child,
+        addr,
+        dir,
+        stderr,
+    }
+}
+
+impl Binary {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of `/proc/<pid>/status` in kB (e.g. "VmHWM", "VmRSS").
+    pub fn proc_status_kb(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc status"))
+    }
+
+    /// Sends SIGTERM with `kill -TERM <pid>`.
+    pub fn sigterm(&self) {
+        let st = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -TERM failed");
+    }
+
+    /// Waits (bounded) for the process to exit and returns its status.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wxgate did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds; panics after `limit`.
+pub async fn eventually(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
