@@ -23,6 +23,10 @@ pub async fn serve(
     if let Some(resp) = verify_file(gateway, req.method(), path) {
         return Ok(Some(resp));
     }
+    // `/_wxgate` itself belongs to the gateway too: never forwarded.
+    if path == "/_wxgate" {
+        return Err(GatewayError::NoRoute);
+    }
     let Some(name) = path.strip_prefix(PREFIX) else {
         return Ok(None);
     };

@@ -62,3 +62,72 @@ impl http_body::Body for Body {
         }
     }
 }
+
+/// When a request body last moved, so the upstream timeout can run from the last byte sent
+/// rather than from the first: a slow upload is progress, not a hung upstream.
+pub struct Progress {
+    start: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    pub fn new() -> std::sync::Arc<Progress> {
+        std::sync::Arc::new(Progress {
+            start: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The instant the body last produced data (or the start).
+    pub fn last(&self) -> std::time::Instant {
+        self.start
+            + std::time::Duration::from_millis(
+                self.last_ms.load(std::sync::atomic::Ordering::Relaxed),
+            )
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client's request body on its way upstream, recording progress as it streams.
+    pub struct RequestBody {
+        #[pin]
+        inner: Incoming,
+        progress: std::sync::Arc<Progress>,
+    }
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, progress: std::sync::Arc<Progress>) -> RequestBody {
+        RequestBody { inner, progress }
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this.progress.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -300,6 +300,7 @@ async fn serve_upstream(listener: TcpListener, app: Arc<DemoUpstream>) {
 
 /// `wxgate demo`: start everything, print what to open, stop cleanly on Ctrl-C.
 pub async fn run_cli(opts: DemoOptions) -> Result<(), String> {
+    let stop = crate::server::termination_signal();
     let demo = start(opts).await?;
     let url = demo.url();
     let sim = demo.simulator.url();
@@ -325,7 +326,7 @@ pub async fn run_cli(opts: DemoOptions) -> Result<(), String> {
         "Press Ctrl-C to stop.".into(),
     ];
     println!("{}", lines.join("\n"));
-    crate::server::termination_signal().await;
+    stop.await;
     println!("stopping…");
     demo.shutdown().await;
     Ok(())

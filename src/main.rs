@@ -175,6 +175,7 @@ async fn run(settings: Settings) -> ExitCode {
         Ok(g) => Arc::new(g),
         Err(code) => return code,
     };
+    let stop = wxgate::server::termination_signal();
     let server = match wxgate::server::start(gateway).await {
         Ok(s) => s,
         Err(e) => {
@@ -182,7 +183,7 @@ async fn run(settings: Settings) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
-    wxgate::server::termination_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     server.shutdown().await;
     ExitCode::SUCCESS

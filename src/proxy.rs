@@ -12,7 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::auth::Permit;
-use crate::body::Body;
+use crate::body::{Body, Progress, RequestBody};
 use crate::config::RouteSettings;
 use crate::error::GatewayError;
 use crate::headers::{self, ClientView};
@@ -22,7 +22,7 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// The upstream side: one connection pool shared by all routes.
 pub struct Proxy {
-    client: Client<Connector, Incoming>,
+    client: Client<Connector, RequestBody>,
     timeout: Duration,
 }
 
@@ -90,20 +90,17 @@ impl Proxy {
         h.insert(headers::X_REQUEST_ID.clone(), fwd.request_id.clone());
         permit.write_headers(h);
 
-        let sent = tokio::time::timeout(
-            self.timeout,
-            self.client.request(Request::from_parts(parts, body)),
-        )
-        .await;
-        let mut resp = match sent {
-            Err(_) => return Err(GatewayError::UpstreamTimeout(self.timeout)),
-            Ok(Err(e)) => {
+        let progress = Progress::new();
+        let body = RequestBody::new(body, progress.clone());
+        let mut resp = match self.send(Request::from_parts(parts, body), &progress).await {
+            Err(None) => return Err(GatewayError::UpstreamTimeout(self.timeout)),
+            Err(Some(e)) => {
                 return Err(GatewayError::UpstreamUnreachable(describe(
                     &e,
                     &fwd.route.upstream.url,
                 )))
             }
-            Ok(Ok(resp)) => resp,
+            Ok(resp) => resp,
         };
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -127,6 +124,34 @@ impl Proxy {
             .headers
             .insert(headers::X_REQUEST_ID.clone(), fwd.request_id.clone());
         Ok(Response::from_parts(parts, Body::upstream(body)))
+    }
+}
+
+impl Proxy {
+    /// Sends the request and waits for the response headers. The upstream gets `timeout` from
+    /// the moment the request body last moved: the clock restarts while a client is still
+    /// uploading (like nginx's `proxy_send_timeout`), so only a silent upstream times out.
+    /// `Err(None)` is a timeout.
+    async fn send(
+        &self,
+        req: Request<RequestBody>,
+        progress: &Progress,
+    ) -> Result<Response<Incoming>, Option<hyper_util::client::legacy::Error>> {
+        let sent = self.client.request(req);
+        tokio::pin!(sent);
+        let mut deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            tokio::select! {
+                result = &mut sent => return result.map_err(Some),
+                _ = tokio::time::sleep_until(deadline) => {
+                    let next = tokio::time::Instant::from_std(progress.last()) + self.timeout;
+                    if next <= tokio::time::Instant::now() {
+                        return Err(None);
+                    }
+                    deadline = next;
+                }
+            }
+        }
     }
 }
 

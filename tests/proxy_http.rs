@@ -473,6 +473,50 @@ async fn slow_upstream_is_504_after_request_timeout() {
     assert_eq!(v["path"], "/slow?ms=10");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upload_outlasting_request_timeout_is_not_cut() {
+    // A phone uploading slowly is progress, not a hung upstream: the timeout runs from the
+    // last byte the client sent.
+    let up = Echo::start().await;
+    let toml = simple_config(&up.url()).replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nrequest_timeout = \"1s\"",
+    );
+    let gw = start_gateway(&toml).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut send = h1_connect::<ChannelBody>(gw.addr()).await;
+    let req = hyper::Request::post("/upload")
+        .header("host", "upload.test")
+        .body(ChannelBody::new(rx))
+        .unwrap();
+    let feeder = tokio::spawn(async move {
+        for _ in 0..8 {
+            tx.send(bytes::Bytes::from(vec![b'x'; 1000])).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let t = Instant::now();
+    let resp = tokio::time::timeout(Duration::from_secs(20), send.send_request(req))
+        .await
+        .expect("answer within 20 s")
+        .expect("response");
+    assert!(
+        t.elapsed() >= Duration::from_millis(2000),
+        "the upload took 2.4 s"
+    );
+    assert_eq!(
+        resp.status(),
+        200,
+        "a 2.4 s upload under a 1 s timeout completes"
+    );
+    feeder.await.unwrap();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("8000"), "{body:?}");
+}
+
 #[tokio::test]
 async fn oversized_headers_are_431_and_not_forwarded() {
     let up = Echo::start().await;

@@ -24,6 +24,7 @@ async fn healthz_readyz_and_unknown_gateway_paths_are_never_forwarded() {
     assert!(gw.running.gateway().is_ready());
 
     for path in [
+        "/_wxgate",
         "/_wxgate/x",
         "/_wxgate/",
         "/_wxgate/healthz/x",
