@@ -200,24 +200,8 @@ pub struct SessionSettings {
     pub cookie_name: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JwtAlgorithm {
-    HS256,
-    RS256,
-    ES256,
-    EdDSA,
-}
-
-impl JwtAlgorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JwtAlgorithm::HS256 => "HS256",
-            JwtAlgorithm::RS256 => "RS256",
-            JwtAlgorithm::ES256 => "ES256",
-            JwtAlgorithm::EdDSA => "EdDSA",
-        }
-    }
-}
+/// The JWT algorithms, shared with the signer so the two can never disagree.
+pub use crate::auth::jwt::Alg as JwtAlgorithm;
 
 #[derive(Clone, Debug)]
 pub enum JwtKey {
@@ -754,18 +738,12 @@ impl Validator<'_> {
                 format!("{header_name:?} is not a valid header name"),
             )
         })?;
-        let algorithm = match j.algorithm.as_deref().unwrap_or("ES256") {
-            "HS256" => JwtAlgorithm::HS256,
-            "RS256" => JwtAlgorithm::RS256,
-            "ES256" => JwtAlgorithm::ES256,
-            "EdDSA" => JwtAlgorithm::EdDSA,
-            other => {
-                return Err(self.err(
-                    "jwt.algorithm",
-                    format!("{other:?} is not one of \"HS256\", \"RS256\", \"ES256\", \"EdDSA\""),
-                ))
-            }
-        };
+        let algorithm: JwtAlgorithm = j
+            .algorithm
+            .as_deref()
+            .unwrap_or("ES256")
+            .parse()
+            .map_err(|r: String| self.err("jwt.algorithm", r))?;
         let key = match (algorithm, j.private_key, j.secret) {
             (JwtAlgorithm::HS256, None, Some(secret)) => JwtKey::Shared(Secret::new(
                 parse_secret(&secret).map_err(|r| self.err("jwt.secret", r))?,

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::config::{
-    AuthMode, ConfigError, JwtAlgorithm, JwtKey, NonWechat, RouteSettings, Settings, UnionIdMode,
+    AuthMode, ConfigError, JwtKey, NonWechat, RouteSettings, Settings, UnionIdMode,
 };
 use crate::error::GatewayError;
 use crate::headers::{self, ClientView};
@@ -29,7 +29,7 @@ use crate::pages;
 use crate::wechat::WechatClient;
 
 use cache::{Cached, SessionCache};
-use jwt::{Alg, JwtSigner};
+use jwt::JwtSigner;
 use session::{SessionCodec, SessionData};
 
 /// The identity headers of one authenticated session, prepared once and reused.
@@ -142,12 +142,7 @@ impl Auth {
         };
         let keys: Vec<Vec<u8>> = session.keys.iter().map(|k| k.expose().to_vec()).collect();
         let codec = SessionCodec::new(&keys).map_err(|r| err("session.secret", r))?;
-        let alg = match jwt_cfg.algorithm {
-            JwtAlgorithm::HS256 => Alg::HS256,
-            JwtAlgorithm::RS256 => Alg::RS256,
-            JwtAlgorithm::ES256 => Alg::ES256,
-            JwtAlgorithm::EdDSA => Alg::EdDSA,
-        };
+        let alg = jwt_cfg.algorithm;
         let (issuer, audience, ttl) = (
             jwt_cfg.issuer.clone(),
             jwt_cfg.audience.clone(),
