@@ -56,6 +56,7 @@ struct RawServer {
     request_timeout: Option<String>,
     shutdown_timeout: Option<String>,
     max_request_header_bytes: Option<u64>,
+    upstream_ca: Option<String>,
     tls: Option<RawTls>,
 }
 
@@ -145,6 +146,8 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub max_request_header_bytes: usize,
+    /// Extra CA certificates trusted for https upstreams, besides the public web roots.
+    pub upstream_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub tls: Option<TlsSettings>,
 }
 
@@ -601,6 +604,17 @@ impl Validator<'_> {
             cert: self.path(&t.cert),
             key: self.path(&t.key),
         });
+        let upstream_ca = match s.upstream_ca {
+            None => Vec::new(),
+            Some(p) => {
+                let path = self.path(&p);
+                let certs =
+                    crate::tls::load_certs(&path).map_err(|r| self.err("server.upstream_ca", r))?;
+                crate::tls::upstream_client_config(&certs)
+                    .map_err(|r| self.err("server.upstream_ca", r))?;
+                certs
+            }
+        };
         Ok(ServerSettings {
             listen,
             public_url,
@@ -608,6 +622,7 @@ impl Validator<'_> {
             request_timeout,
             shutdown_timeout,
             max_request_header_bytes,
+            upstream_ca,
             tls,
         })
     }

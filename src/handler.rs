@@ -35,7 +35,10 @@ impl Gateway {
         let auth = Auth::from_settings(&settings)?;
         Ok(Gateway {
             router: Router::new(&settings.routes),
-            proxy: Proxy::new(settings.server.request_timeout),
+            proxy: Proxy::new(
+                settings.server.request_timeout,
+                &settings.server.upstream_ca,
+            ),
             auth,
             settings,
             ready: AtomicBool::new(false),

@@ -38,14 +38,22 @@ pub struct Forward<'a> {
 }
 
 impl Proxy {
-    pub fn new(timeout: Duration) -> Proxy {
-        crate::tls::install_crypto_provider();
+    /// `upstream_ca`: CAs trusted for https upstreams besides the public web roots (already
+    /// validated when the config was loaded).
+    pub fn new(
+        timeout: Duration,
+        upstream_ca: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Proxy {
+        let tls = crate::tls::upstream_client_config(upstream_ca).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "server.upstream_ca unusable; trusting the public roots only");
+            crate::tls::upstream_client_config(&[]).expect("the public roots are valid")
+        });
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout.min(Duration::from_secs(10))));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);

@@ -20,6 +20,36 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
     server_config_from_pem(&cert_pem, &key_pem)
 }
 
+/// Reads every certificate in a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &pem[..])
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: bad certificate PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate found", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The client side towards https upstreams: the public web roots plus `extra` CAs.
+pub fn upstream_client_config(
+    extra: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, String> {
+    install_crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra {
+        roots
+            .add(cert.clone())
+            .map_err(|e| format!("unusable CA certificate: {e}"))?;
+    }
+    // ALPN is left empty: hyper-rustls sets it from the enabled protocols (HTTP/1.1 here).
+    Ok(rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 pub fn server_config_from_pem(
     cert_pem: &[u8],
     key_pem: &[u8],

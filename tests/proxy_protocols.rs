@@ -269,3 +269,71 @@ async fn websocket_over_tls() {
     ws.close(None).await.unwrap();
     assert_eq!(up.last().header("x-forwarded-proto"), Some("https"));
 }
+
+/// An https upstream with a self-signed certificate for `localhost`; returns its port and PEM.
+async fn tls_upstream() -> (u16, String) {
+    let (cert, key) = wxgate::tls::self_signed(&["localhost".to_string()]).unwrap();
+    let config = wxgate::tls::server_config_from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string();
+                        let body = format!("secure upstream saw {} {}", host, req.uri().path());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(body)),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, cert)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_upstream_trusted_through_upstream_ca() {
+    let (port, cert) = tls_upstream().await;
+    let upstream = format!("https://localhost:{port}");
+
+    // Trusting the upstream's CA: the request goes through over rustls, Host kept.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &cert).unwrap();
+    let toml = simple_config(&upstream).replace(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:0\"\nupstream_ca = \"ca.pem\"",
+    );
+    let gw = start_gateway_in(&toml, dir).await;
+    let resp = client()
+        .get(gw.url("/x"))
+        .header("host", "shop.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "secure upstream saw shop.test /x"
+    );
+
+    // Without it the self-signed upstream is not trusted: 502, not a silent downgrade.
+    let gw = start_gateway(&simple_config(&upstream)).await;
+    let resp = client().get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+}
