@@ -279,13 +279,23 @@ async fn double_callbacks_land_in_the_session() {
         Some(alice.as_str())
     );
 
-    // A code WeChat rejects (40029) for a browser that already has a session: back to the page.
-    s.inject(Fault::errcode("/sns/oauth2/access_token", 40029, 1));
-    let start = b.get(&gw.url("/_wxgate/login?return_to=%2Fagain")).await;
-    let cb = gw::authorize(&mut b, &start.location().unwrap(), "alice").await;
-    let r = b.get(&cb).await;
-    assert_eq!(r.status, 302);
-    assert_eq!(r.location().as_deref(), Some("/again"));
+    // A code WeChat rejects (40029 / 40163 / 41008) for a browser that already has a session:
+    // back to the page. Without a session: a restart (round 2).
+    for errcode in [40029, 40163, 41008] {
+        s.inject(Fault::errcode("/sns/oauth2/access_token", errcode, 1));
+        let start = b.get(&gw.url("/_wxgate/login?return_to=%2Fagain")).await;
+        let cb = gw::authorize(&mut b, &start.location().unwrap(), "alice").await;
+        let r = b.get(&cb).await;
+        assert_eq!(r.status, 302, "{errcode}: {r:?}");
+        assert_eq!(r.location().as_deref(), Some("/again"), "{errcode}");
+        assert!(b.cookie("wxgate_session").is_some());
+
+        let mut fresh = Browser::wechat();
+        s.inject(Fault::errcode("/sns/oauth2/access_token", errcode, 1));
+        let start = fresh.get(&gw.url("/again")).await;
+        let cb = gw::authorize(&mut fresh, &start.location().unwrap(), "alice").await;
+        assert_restart(&fresh.get(&cb).await, &gw.base, 2, &errcode.to_string());
+    }
     gw.stop().await;
 }
 

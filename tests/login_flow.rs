@@ -355,6 +355,7 @@ async fn apis_xhr_json_and_posts_get_401_with_a_login_url() {
         ),
         (Method::POST, "/orders?page=2", vec![]),
         (Method::DELETE, "/orders?page=2", vec![]),
+        (Method::GET, "/logo.png", vec![("accept", "image/png")]),
     ];
     for (method, path, extra) in cases {
         let r = b.send(method.clone(), &gw.url(path), &extra).await;
@@ -491,7 +492,9 @@ async fn session_endpoint_logout_jwks_and_verify_files() {
     assert_eq!(jwks.status, 200);
     assert_eq!(jwks.json()["keys"].as_array().map(Vec::len), Some(1));
 
-    let v = b.get(&gw.url("/MP_verify_Zx81Test.txt")).await;
+    // Served at the root to anyone (WeChat's checker is no WeChat browser).
+    let mut desktop = Browser::new(gw::DESKTOP_UA);
+    let v = desktop.get(&gw.url("/MP_verify_Zx81Test.txt")).await;
     assert_eq!(v.status, 200);
     assert_eq!(v.body, "Zx81Test");
     assert!(v.header("content-type").unwrap().starts_with("text/plain"));
@@ -711,5 +714,115 @@ async fn classic_token_refetched_once_after_40001() {
     let j = b.get(&gw.url("/_wxgate/session")).await.json();
     assert!(j["unionid"].is_null(), "{j}");
     assert_eq!(s.stats().get("/cgi-bin/token"), Some(&3));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn https_public_url_uses_secure_host_cookies() {
+    let s = sim::start_default().await;
+    let public = "https://h5.example.test";
+    let gw = gw::start_gateway(
+        &s,
+        GwConfig {
+            public_url: Some(public.into()),
+            ..GwConfig::default()
+        },
+    )
+    .await;
+    let mut b = Browser::wechat();
+    let start = b.get(&gw.url("/shop")).await;
+    assert_eq!(start.status, 302);
+    let loc = start.location().unwrap();
+    assert_eq!(
+        gw::query_param(&loc, "redirect_uri").as_deref(),
+        Some("https://h5.example.test/_wxgate/callback"),
+        "the callback is on public_url, not on the address the request came to"
+    );
+    let sc = start
+        .set_cookie("__Host-wxgate_state")
+        .expect("__Host- state cookie");
+    assert_eq!(sc.secure(), Some(true));
+    assert_eq!(sc.http_only(), Some(true));
+    assert_eq!(sc.same_site(), Some(cookie::SameSite::Lax));
+    assert_eq!(sc.path(), Some("/"));
+    assert!(sc.domain().is_none());
+    assert!(start.set_cookie("wxgate_state").is_none());
+
+    // WeChat would call back on the public host; deliver that callback to this gateway.
+    let state = gw::query_param(&loc, "state").unwrap();
+    let code = sim::code_for(&s, DEFAULT_APPID, "snsapi_base", "alice").await;
+    let done = b
+        .get(&gw.url(&format!("/_wxgate/callback?code={code}&state={state}")))
+        .await;
+    assert_eq!(done.status, 302, "{done:?}");
+    assert_eq!(done.location().as_deref(), Some("/shop"));
+    let session = done
+        .set_cookie("__Host-wxgate_session")
+        .expect("__Host- session");
+    assert_eq!(session.secure(), Some(true));
+    assert!(done.set_cookie("wxgate_session").is_none());
+
+    let seen = b.get(&gw.url("/shop")).await.seen();
+    assert_eq!(
+        seen.header("x-wechat-openid"),
+        s.openid("alice", DEFAULT_APPID)
+    );
+    assert!(
+        seen.header("cookie").is_none(),
+        "__Host- cookies stay at the gateway"
+    );
+    // On HTTPS only the __Host- name counts: the same value under the plain name is no session.
+    let mut plain = Browser::wechat();
+    plain
+        .jar
+        .insert("wxgate_session".into(), session.value().to_string());
+    assert_eq!(plain.get(&gw.url("/shop")).await.status, 302);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_global_token_is_refetched_once_for_a_crowd() {
+    let s = sim::start_default().await;
+    let gw = gw::start_gateway(
+        &s,
+        GwConfig {
+            timeout: "10s",
+            ..GwConfig::default()
+        },
+    )
+    .await;
+    let mut b = Browser::wechat();
+    gw::logged_in(&mut b, &gw, "/", "alice").await;
+    assert_eq!(s.stats().get("/cgi-bin/stable_token"), Some(&1));
+    // Past the token's 7200 s on WeChat's clock: user/info answers 42001 for the cached token.
+    s.advance_clock(Duration::from_secs(7300));
+    let union = s.unionid("alice", DEFAULT_APPID).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let base = gw.base.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut b = Browser::wechat();
+            let start = b.get(&format!("{base}/p")).await;
+            let loc = start.location().unwrap();
+            let l = gw::login_from(&mut b, start, loc, "alice").await;
+            assert_eq!(l.done.status, 302, "{:?}", l.done);
+            b.get(&format!("{base}/_wxgate/session")).await.json()
+        }));
+    }
+    let results = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(tasks),
+    )
+    .await
+    .expect("logins finish in time");
+    for r in results {
+        assert_eq!(r.expect("task")["unionid"], union);
+    }
+    let stats = s.stats();
+    assert_eq!(
+        stats.get("/cgi-bin/stable_token"),
+        Some(&2),
+        "one re-fetch for the whole crowd: {stats:?}"
+    );
     gw.stop().await;
 }

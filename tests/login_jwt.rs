@@ -289,3 +289,72 @@ async fn forwarded_jwt_verifies_with_pyjwt_for_every_algorithm() {
         assert!(stdout.contains(&format!("verified {alg} kid=")), "{stdout}");
     }
 }
+
+fn claim(token: &str, name: &str) -> u64 {
+    use base64::Engine as _;
+    let body = token.split('.').nth(1).expect("payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(body)
+        .expect("base64url payload");
+    let v: Value = serde_json::from_slice(&bytes).expect("JSON payload");
+    v[name].as_u64().unwrap_or_else(|| panic!("{name} in {v}"))
+}
+
+/// One token per session, reused until a quarter of its lifetime is left, then re-signed
+/// before the old one expires. With the shortest allowed ttl (30 s) that is at iat + 23 s.
+#[tokio::test]
+async fn jwt_is_reused_until_near_expiry_then_resigned() {
+    let s = sim::start_default().await;
+    let gw = gw::start_gateway(
+        &s,
+        GwConfig {
+            jwt_ttl: "30s",
+            ..GwConfig::default()
+        },
+    )
+    .await;
+    let mut b = Browser::wechat();
+    gw::logged_in(&mut b, &gw, "/", "alice").await;
+    let first = b
+        .get(&gw.url("/a"))
+        .await
+        .seen()
+        .header("x-wechat-jwt")
+        .unwrap();
+    let (iat, exp) = (claim(&first, "iat"), claim(&first, "exp"));
+    assert_eq!(exp - iat, 30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(35);
+    let renewed = loop {
+        assert!(std::time::Instant::now() < deadline, "never re-signed");
+        let now = gw::now();
+        let token = b
+            .get(&gw.url("/a"))
+            .await
+            .seen()
+            .header("x-wechat-jwt")
+            .unwrap();
+        if token == first {
+            assert!(
+                now < exp,
+                "the old token was still sent at {now}, exp {exp}"
+            );
+        } else {
+            // Not before three quarters of the lifetime, and before the old one expired.
+            assert!(now >= iat + 22, "re-signed early: {now} vs iat {iat}");
+            assert!(now < exp, "re-signed only after expiry: {now} vs exp {exp}");
+            break token;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert!(claim(&renewed, "iat") >= iat + 22);
+    assert_eq!(claim(&renewed, "exp") - claim(&renewed, "iat"), 30);
+    // And the renewed one is reused in turn.
+    let again = b
+        .get(&gw.url("/b"))
+        .await
+        .seen()
+        .header("x-wechat-jwt")
+        .unwrap();
+    assert_eq!(again, renewed);
+    gw.stop().await;
+}
