@@ -597,3 +597,87 @@ async fn wechat_faults_become_clean_error_pages() {
     }
     gw.stop().await;
 }
+
+/// Logs `n` browsers in as alice at once; returns each session's JSON and the time it took.
+async fn crowd_login(gw: &gw::Gw, n: usize) -> (Vec<serde_json::Value>, Duration) {
+    let t = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let base = gw.base.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut b = Browser::wechat();
+            let start = b.get(&format!("{base}/p")).await;
+            let loc = start.location().unwrap();
+            let l = gw::login_from(&mut b, start, loc, "alice").await;
+            assert_eq!(l.done.status, 302, "{:?}", l.done);
+            b.get(&format!("{base}/_wxgate/session")).await.json()
+        }));
+    }
+    let results = tokio::time::timeout(
+        Duration::from_secs(60),
+        futures_util::future::join_all(tasks),
+    )
+    .await
+    .expect("the crowd finishes");
+    let sessions = results.into_iter().map(|r| r.expect("task")).collect();
+    (sessions, t.elapsed())
+}
+
+/// When the token endpoint is down, the logins waiting for the one in-flight fetch share its
+/// failure (and get sessions without unionid) instead of queueing one slow fetch each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_outage_is_shared_by_the_waiting_logins() {
+    let s = sim::start_default().await;
+    let gw = gw::start_gateway(
+        &s,
+        GwConfig {
+            timeout: "1s",
+            ..GwConfig::default()
+        },
+    )
+    .await;
+    // Slower than the timeout, every time.
+    s.inject(Fault {
+        endpoint: "/cgi-bin/stable_token".into(),
+        kind: wxgate::simulator::FaultKind::Latency { ms: 3000 },
+        count: FaultCount::UntilCleared(UntilCleared::UntilCleared),
+    });
+    let (sessions, took) = crowd_login(&gw, 20).await;
+    for j in &sessions {
+        assert!(j["openid"].is_string() && j["unionid"].is_null(), "{j}");
+    }
+    let calls = s.stats().get("/cgi-bin/stable_token").copied().unwrap_or(0);
+    assert!(calls <= 3, "{calls} token fetches for one outage");
+    assert!(took < Duration::from_secs(8), "the crowd took {took:?}");
+    s.clear_faults();
+
+    // -1 on every call: one flight retries (3 calls), the others share its answer.
+    let gw2 = gw::start_gateway(&s, GwConfig::default()).await;
+    let before = s.stats().get("/cgi-bin/stable_token").copied().unwrap_or(0);
+    s.inject(Fault {
+        endpoint: "/cgi-bin/stable_token".into(),
+        kind: wxgate::simulator::FaultKind::Latency { ms: 300 },
+        count: FaultCount::UntilCleared(UntilCleared::UntilCleared),
+    });
+    s.inject(Fault {
+        endpoint: "/cgi-bin/stable_token".into(),
+        kind: wxgate::simulator::FaultKind::Errcode {
+            errcode: -1,
+            errmsg: None,
+        },
+        count: FaultCount::UntilCleared(UntilCleared::UntilCleared),
+    });
+    let (sessions, _) = crowd_login(&gw2, 20).await;
+    assert!(sessions.iter().all(|j| j["unionid"].is_null()));
+    let calls = s.stats().get("/cgi-bin/stable_token").copied().unwrap_or(0) - before;
+    assert!(calls <= 6, "{calls} token fetches for one -1 outage");
+    s.clear_faults();
+
+    // Once WeChat is back, the next login fetches a token and gets the unionid.
+    let mut b = Browser::wechat();
+    gw::logged_in(&mut b, &gw, "/", "alice").await;
+    let j = b.get(&gw.url("/_wxgate/session")).await.json();
+    assert_eq!(j["unionid"], s.unionid("alice", DEFAULT_APPID).unwrap());
+    gw.stop().await;
+    gw2.stop().await;
+}
