@@ -406,11 +406,13 @@ struct Retry<'a> {
     now: u64,
 }
 
+/// Logs a failed WeChat call: configuration errors at error level. `errcode` is only present
+/// when WeChat answered one (0 means success in WeChat's API, so timeouts and HTTP failures
+/// must not carry it).
 fn log_wechat_error(e: &crate::wechat::WechatError, what: &'static str) {
-    let errcode = e.errcode().unwrap_or(0);
-    if e.is_config() {
-        tracing::error!(errcode, error = %e, "{what}");
-    } else {
-        tracing::warn!(errcode, error = %e, "{what}");
+    match e.errcode() {
+        Some(errcode) if e.is_config() => tracing::error!(errcode, error = %e, "{what}"),
+        Some(errcode) => tracing::warn!(errcode, error = %e, "{what}"),
+        None => tracing::warn!(error = %e, "{what}"),
     }
 }
