@@ -147,6 +147,9 @@ async fn scenario(s: &SimHandle, base: &str) -> Secrets {
     for (fault, status) in [
         (Fault::errcode("/sns/oauth2/access_token", 40029, 1), 302),
         (Fault::errcode("/sns/oauth2/access_token", 40125, 1), 502),
+        (Fault::errcode("/sns/oauth2/access_token", 40013, 1), 502),
+        (Fault::errcode("/sns/oauth2/access_token", 40164, 1), 502),
+        (Fault::errcode("/sns/oauth2/access_token", 45009, 1), 503),
         (Fault::errcode("/sns/oauth2/access_token", -1, 1), 503),
         (Fault::http_status("/sns/oauth2/access_token", 502, 1), 503),
         (
@@ -269,7 +272,14 @@ fn check_logs(lines: &[String], sec: &Secrets, level: &str) {
             .filter(|e| e["errcode"].as_i64() == Some(code))
             .collect()
     };
-    for (code, want_level) in [(40029, "WARN"), (-1, "WARN"), (40125, "ERROR")] {
+    for (code, want_level) in [
+        (40029, "WARN"),
+        (-1, "WARN"),
+        (45009, "WARN"),
+        (40125, "ERROR"),
+        (40013, "ERROR"),
+        (40164, "ERROR"),
+    ] {
         let found = with_code(code);
         assert!(
             !found.is_empty(),
@@ -284,12 +294,20 @@ fn check_logs(lines: &[String], sec: &Secrets, level: &str) {
         events.iter().any(|e| e["message"] == "login round failed"),
         "{level}: the failed round is logged"
     );
-    // A timeout and an HTTP 5xx are logged as such.
-    assert!(
-        all.contains("did not answer in time"),
-        "{level}: timeout logged"
-    );
-    assert!(all.contains("HTTP 502"), "{level}: 5xx logged");
+    // A timeout and an HTTP 5xx are logged as such, without an errcode (0 would read as
+    // WeChat's "ok").
+    for cause in ["did not answer in time", "HTTP 502"] {
+        let found: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["message"] == "code exchange failed")
+            .filter(|e| e["error"].as_str().is_some_and(|m| m.contains(cause)))
+            .collect();
+        assert!(!found.is_empty(), "{level}: {cause:?} logged: {all}");
+        assert!(
+            found.iter().all(|e| e.get("errcode").is_none()),
+            "{level}: {found:?}"
+        );
+    }
 }
 
 async fn run_at(level: &str) {
