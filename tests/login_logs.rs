@@ -122,6 +122,18 @@ async fn login_by_hand(
 async fn scenario(s: &SimHandle, base: &str) -> Secrets {
     let mut sec = Secrets::default();
 
+    // A login whose token fetch is refused (IP whitelist, 40164): logged loudly, the session
+    // comes without unionid.
+    s.inject(Fault::errcode("/cgi-bin/stable_token", 40164, 1));
+    let mut early = Browser::wechat();
+    assert_eq!(
+        login_by_hand(&mut early, base, "/", "alice", &mut sec)
+            .await
+            .status,
+        302
+    );
+    sec.cookies.extend(early.jar.values().cloned());
+
     // A good login (follower: global token + user/info), then pages with the JWT.
     let mut alice = Browser::wechat();
     let done = login_by_hand(&mut alice, base, "/page?x=1", "alice", &mut sec).await;
@@ -290,6 +302,14 @@ fn check_logs(lines: &[String], sec: &Secrets, level: &str) {
             "{level}: errcode {code} at {want_level}: {found:?}"
         );
     }
+    assert!(
+        events.iter().any(|e| e["level"] == "ERROR"
+            && e["errcode"] == 40164
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("unionid lookup failed"))),
+        "{level}: a refused token fetch is logged at ERROR: {all}"
+    );
     assert!(
         events.iter().any(|e| e["message"] == "login round failed"),
         "{level}: the failed round is logged"
