@@ -14,7 +14,7 @@ use gw::{Browser, GwConfig};
 use reqwest::Method;
 use wxgate::auth::session::SessionData;
 use wxgate::auth::state::LoginState;
-use wxgate::simulator::{Fault, DEFAULT_APPID, DEFAULT_OTHER_APPID};
+use wxgate::simulator::{Fault, DEFAULT_APPID, DEFAULT_OTHER_APPID, DEFAULT_SECRET};
 
 fn enc(s: &str) -> String {
     gw::enc(s)
@@ -107,6 +107,17 @@ async fn full_silent_login_ends_at_the_upstream_with_identity() {
     assert_eq!(jwt.split('.').count(), 3, "{jwt}");
     assert_eq!(seen.header("cookie").as_deref(), Some("theme=dark"));
     assert!(seen.header("x-wechat-snapshot").is_none());
+    // The AppSecret goes to api_base only: not to the browser, not upstream.
+    for (what, text) in [
+        ("authorize URL", loc.as_str()),
+        ("callback URL", callback.as_str()),
+        ("upstream request", page.body.as_str()),
+    ] {
+        assert!(
+            !text.contains(DEFAULT_SECRET),
+            "the AppSecret leaks into the {what}"
+        );
+    }
 
     // The exchange happened exactly once; user/info gave the unionid.
     let stats = s.stats();
