@@ -8,8 +8,9 @@ mod gw;
 #[path = "common/sim.rs"]
 mod sim;
 
-use std::io::Write as _;
 use std::process::{Command, Stdio};
+
+use tokio::io::AsyncWriteExt as _;
 
 use gw::{Browser, GwConfig};
 use jsonwebtoken::jwk::JwkSet;
@@ -259,24 +260,21 @@ async fn forwarded_jwt_verifies_with_pyjwt_for_every_algorithm() {
     let input = Value::from(cases).to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/verify_jwt.py");
     let py = python();
-    let out = tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(&py)
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {py}: {e}. {INSTALL_HINT}"));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().expect("python finishes")
-    })
-    .await
-    .unwrap();
+    let mut child = tokio::process::Command::new(&py)
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {py}: {e}. {INSTALL_HINT}"));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).await.unwrap();
+    drop(stdin);
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("PyJWT finishes within a minute")
+        .expect("python runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(3), "{INSTALL_HINT}\n{stderr}");
