@@ -89,6 +89,14 @@ pub async fn handle(
     };
     resp.headers_mut()
         .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
+    if path == "/_wxgate/callback" {
+        // The callback URL carries a code: whatever the answer (error pages included), never
+        // let it leak through Referer.
+        resp.headers_mut().insert(
+            http::header::REFERRER_POLICY,
+            http::HeaderValue::from_static("no-referrer"),
+        );
+    }
 
     let (parts, body) = resp.into_parts();
     let entry = accesslog::Entry {

@@ -36,19 +36,23 @@ const MAX_ROUNDS: u8 = 2;
 /// How long an exchanged code is remembered, for duplicate callbacks (codes live 5 minutes).
 const CODE_MEMORY: u64 = 300;
 
-/// Codes this gateway exchanged recently (by hash), with the session they produced, so that
-/// a duplicate callback (a refreshed page, Android's double callback) lands in the session.
+/// Codes this gateway exchanged recently (by hash, together with the state they came back
+/// with), with the session they produced, so that a duplicate callback (the same callback URL
+/// delivered twice) lands in the session. Keyed by state *and* code: a spent code presented
+/// with another browser's own valid state must not hand that browser the code owner's session.
 #[derive(Default)]
 pub struct RecentCodes(Mutex<HashMap<Vec<u8>, (SessionData, u64)>>);
 
 impl RecentCodes {
-    fn key(code: &str) -> Vec<u8> {
-        ring::digest::digest(&ring::digest::SHA256, code.as_bytes())
-            .as_ref()
-            .to_vec()
+    fn key(state: &str, code: &str) -> Vec<u8> {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(state.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(code.as_bytes());
+        ctx.finish().as_ref().to_vec()
     }
 
-    fn remember(&self, code: &str, data: &SessionData, now: u64) {
+    fn remember(&self, state: &str, code: &str, data: &SessionData, now: u64) {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= 10_000 {
             map.retain(|_, (_, until)| *until > now);
@@ -56,12 +60,12 @@ impl RecentCodes {
                 map.clear();
             }
         }
-        map.insert(Self::key(code), (data.clone(), now + CODE_MEMORY));
+        map.insert(Self::key(state, code), (data.clone(), now + CODE_MEMORY));
     }
 
-    fn recall(&self, code: &str, now: u64) -> Option<SessionData> {
+    fn recall(&self, state: &str, code: &str, now: u64) -> Option<SessionData> {
         let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(&Self::key(code))
+        map.get(&Self::key(state, code))
             .filter(|(data, until)| *until > now && data.is_valid_at(now))
             .map(|(data, _)| data.clone())
     }
@@ -274,13 +278,13 @@ impl Auth {
             (Some(l), Some(s)) => states_match(&l.state, &s),
             _ => false,
         };
-        if !state_ok {
+        let Some(login) = login.filter(|_| state_ok) else {
             // A refreshed callback after success: the state is spent but the session is there.
             if has_session {
                 return Ok(self.back_to(&return_to, secure));
             }
             return Ok(self.restart(retry, "state missing, expired or mismatched"));
-        }
+        };
         let code = query_param(req, "code").filter(|c| !c.is_empty() && c.len() <= 512);
         let Some(code) = code else {
             if has_session {
@@ -322,14 +326,14 @@ impl Auth {
                     issued_at: now,
                     expires_at: now + self.session_ttl,
                 };
-                self.recent_codes.remember(&code, &data, now);
+                self.recent_codes.remember(&login.state, &code, &data, now);
                 Ok(self.logged_in(&data, &return_to, secure))
             }
             Err(e) if e.is_bad_code() => {
                 if has_session {
                     return Ok(self.back_to(&return_to, secure));
                 }
-                if let Some(data) = self.recent_codes.recall(&code, now) {
+                if let Some(data) = self.recent_codes.recall(&login.state, &code, now) {
                     return Ok(self.logged_in(&data, &return_to, secure));
                 }
                 log_wechat_error(&e, "code rejected");
@@ -402,11 +406,13 @@ struct Retry<'a> {
     now: u64,
 }
 
+/// Logs a failed WeChat call: configuration errors at error level. `errcode` is only present
+/// when WeChat answered one (0 means success in WeChat's API, so timeouts and HTTP failures
+/// must not carry it).
 fn log_wechat_error(e: &crate::wechat::WechatError, what: &'static str) {
-    let errcode = e.errcode().unwrap_or(0);
-    if e.is_config() {
-        tracing::error!(errcode, error = %e, "{what}");
-    } else {
-        tracing::warn!(errcode, error = %e, "{what}");
+    match e.errcode() {
+        Some(errcode) if e.is_config() => tracing::error!(errcode, error = %e, "{what}"),
+        Some(errcode) => tracing::warn!(errcode, error = %e, "{what}"),
+        None => tracing::warn!(error = %e, "{what}"),
     }
 }

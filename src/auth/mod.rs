@@ -296,13 +296,9 @@ impl Auth {
     ) -> Result<Option<Response<Body>>, GatewayError> {
         let resp = match name {
             "login" => self.login(req, view),
-            "callback" => {
-                let mut resp = self.callback(req, view).await?;
-                // The callback URL carries a code: never leak it through Referer.
-                resp.headers_mut()
-                    .insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-                resp
-            }
+            // `Referrer-Policy: no-referrer` is added by the handler to every callback answer,
+            // errors included.
+            "callback" => self.callback(req, view).await?,
             "logout" => self.logout(req, view),
             "session" => self.session_info(req, view),
             "jwks.json" => {

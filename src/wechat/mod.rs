@@ -2,6 +2,7 @@
 //! (never retried), `cgi-bin/user/info` for followers' unionids, and the one global access
 //! token per appid, cached and refreshed by a single caller however many wait for it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,14 @@ struct CachedToken {
     refresh_after: Instant,
 }
 
+/// The global token and how the last fetch went, behind one lock.
+#[derive(Default)]
+struct TokenSlot {
+    cached: Option<CachedToken>,
+    /// The error of the last fetch, if it failed: shared with everyone who waited for it.
+    last_error: Option<WechatError>,
+}
+
 pub struct WechatClient {
     http: reqwest::Client,
     api_base: String,
@@ -99,7 +108,10 @@ pub struct WechatClient {
     secret: Secret,
     endpoint: TokenEndpoint,
     /// Held while fetching, so concurrent callers wait for the one fetch (single-flight).
-    token: Mutex<Option<CachedToken>>,
+    token: Mutex<TokenSlot>,
+    /// Fetches started so far: a caller that sees it move while waiting for the lock knows a
+    /// fetch ran meanwhile, and takes its outcome instead of starting another one.
+    fetches: AtomicU64,
 }
 
 impl WechatClient {
@@ -118,7 +130,8 @@ impl WechatClient {
             appid: settings.appid.clone(),
             secret: settings.secret.clone(),
             endpoint: settings.token_endpoint,
-            token: Mutex::new(None),
+            token: Mutex::new(TokenSlot::default()),
+            fetches: AtomicU64::new(0),
         })
     }
 
@@ -176,22 +189,38 @@ impl WechatClient {
 
     /// The cached global token. `stale` names a token WeChat refused: it is replaced only if it
     /// is still the cached one, so a crowd of callers that saw it fail causes one fetch.
+    /// Callers that waited while a fetch failed get that failure rather than queueing a fetch
+    /// (and a timeout) each.
     pub async fn global_token(&self, stale: Option<&Arc<str>>) -> Result<Arc<str>, WechatError> {
-        let mut cached = self.token.lock().await;
-        if let Some(c) = cached.as_ref() {
+        let seen = self.fetches.load(Ordering::Acquire);
+        let mut slot = self.token.lock().await;
+        if let Some(c) = slot.cached.as_ref() {
             let refused = stale.is_some_and(|s| Arc::ptr_eq(s, &c.token));
             if !refused && Instant::now() < c.refresh_after {
                 return Ok(c.token.clone());
             }
         }
-        let fresh = retry_system_errors(|| self.fetch_token()).await?;
+        if self.fetches.load(Ordering::Acquire) != seen {
+            if let Some(e) = &slot.last_error {
+                return Err(e.clone());
+            }
+        }
+        self.fetches.fetch_add(1, Ordering::AcqRel);
+        let fresh = match retry_system_errors(|| self.fetch_token()).await {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                slot.last_error = Some(e.clone());
+                return Err(e);
+            }
+        };
         // Refresh ahead of expiry: WeChat renews stable tokens 5 minutes early, so do we.
         let lifetime = Duration::from_secs(fresh.expires_in.saturating_sub(300).max(60));
         let token: Arc<str> = Arc::from(fresh.access_token);
-        *cached = Some(CachedToken {
+        slot.cached = Some(CachedToken {
             token: token.clone(),
             refresh_after: Instant::now() + lifetime,
         });
+        slot.last_error = None;
         Ok(token)
     }
 
