@@ -429,6 +429,16 @@ async fn snapshot_user_gets_no_session() {
     assert!(r.body.contains("使用完整服务"), "{}", r.body);
     assert!(r.location().is_none());
     assert!(!r.body.contains("\"headers\""), "not forwarded");
+    // The same user's XHR to a required route: JSON an app can act on, not the HTML notice.
+    let r = b
+        .send(
+            reqwest::Method::GET,
+            &gw.url("/page"),
+            &[("x-requested-with", "XMLHttpRequest")],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("\"wechat_snapshot_mode\""), "{}", r.body);
     // Optional route: forwarded without identity, flagged as snapshot.
     let seen = b.get(&gw.url("/opt/x")).await.seen();
     assert_eq!(seen.header("x-wechat-snapshot").as_deref(), Some("1"));

@@ -101,6 +101,19 @@ pub fn login_required(here: &str) -> Response<Body> {
     resp
 }
 
+/// 401 for an API call from WeChat's snapshot mode: no identity until the user taps
+/// 「使用完整服务」, after which `login_url` works.
+pub fn snapshot_json() -> Response<Body> {
+    pages::json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({
+            "error": "wechat_snapshot_mode",
+            "message": "WeChat snapshot mode: tap 使用完整服务 to sign in",
+            "login_url": login_url("/"),
+        }),
+    )
+}
+
 impl Auth {
     fn set_cookie(
         &self,

@@ -357,7 +357,12 @@ pub async fn authenticate(
         }));
     }
     if snapshot {
-        return Ok(Decision::Respond(pages::snapshot_notice()));
+        // APIs get JSON they can act on; pages get the 「使用完整服务」 notice.
+        return Ok(Decision::Respond(if wants_401(route, req) {
+            flow::snapshot_json()
+        } else {
+            pages::snapshot_notice()
+        }));
     }
     let ua = req
         .headers()
