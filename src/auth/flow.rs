@@ -13,7 +13,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::redirect::{encode_for_location, safe_return_to};
 use super::session::SessionData;
-use super::state::{new_state, states_match, LoginState, LoopGuard};
+use super::state::{is_valid_state, new_state, states_match, LoginState, LoopGuard};
 use super::{now, Auth, Jar};
 use crate::body::Body;
 use crate::config::UnionIdMode;
@@ -288,7 +288,8 @@ impl Auth {
         };
 
         let state_ok = match (&login, query_param(req, "state")) {
-            (Some(l), Some(s)) => states_match(&l.state, &s),
+            // Only a well-formed state is compared at all.
+            (Some(l), Some(s)) => is_valid_state(&s) && states_match(&l.state, &s),
             _ => false,
         };
         let Some(login) = login.filter(|_| state_ok) else {
