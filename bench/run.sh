@@ -246,6 +246,20 @@ kill $IDLE_PID 2>/dev/null || true
 wait $IDLE_PID 2>/dev/null || true
 sleep 1
 RSS_AFTER_IDLE=$(rss_kb $GW_PID VmRSS)
+
+# The same idle connections to nginx proxy_pass, for comparison (its workers' RSS summed).
+NGX_PID=$(cat "$WORK/nginx.pid")
+ngx_rss() { local p t=0; for p in $(pgrep -P "$NGX_PID"); do t=$((t + $(rss_kb "$p" VmRSS))); done; echo $t; }
+NGX_RSS_BEFORE=$(ngx_rss)
+"$DRIVER" idle --addr 127.0.0.1:$PORT_NGX --path /nolog/ --connections "$IDLE_CONNS" --hold 60 >"$WORK/idle-nginx.out" 2>>"$OUT/idle.err" &
+IDLE_PID=$!
+PIDS+=($IDLE_PID)
+for _ in $(seq 600); do grep -q '^ready' "$WORK/idle-nginx.out" && break; sleep 0.1; done
+sleep 2
+NGX_RSS_IDLE=$(ngx_rss)
+log "nginx: $(cat "$WORK/idle-nginx.out"); workers' RSS $(mb "$NGX_RSS_BEFORE") → $(mb "$NGX_RSS_IDLE") MB"
+kill $IDLE_PID 2>/dev/null || true
+wait $IDLE_PID 2>/dev/null || true
 RSS_PEAK=$(rss_kb $GW_PID VmHWM)
 LOG_LINES=$(wc -l <"$WORK/wxgate.log")
 
@@ -270,7 +284,8 @@ TABLE=$OUT/table.md
     echo
     echo "wxgate RSS: $(mb "$RSS_START") MB at start, $(mb "$RSS_AFTER_WRK") MB after the wrk runs," \
         "$(mb "$RSS_IDLE") MB with $IDLE_CONNS idle keep-alive connections ($IDLE_LINE)," \
-        "$(mb "$RSS_AFTER_IDLE") MB after they closed; peak (VmHWM) $(mb "$RSS_PEAK") MB."
+        "$(mb "$RSS_AFTER_IDLE") MB after they closed; peak (VmHWM) $(mb "$RSS_PEAK") MB." \
+        "For comparison, nginx proxy_pass's workers: $(mb "$NGX_RSS_BEFORE") MB → $(mb "$NGX_RSS_IDLE") MB with the same $IDLE_CONNS idle connections."
     echo
     echo "wrk: $WRK_THREADS thread(s) pinned to CPU $WRK_CPUS, ${WARMUP}s warm-up + ${DURATION}s per row; servers pinned to: ${SERVER_CPUS:-none (free on all CPUs)}." \
         "WXGATE_LOG=$WXGATE_LOG, stderr to a file ($LOG_LINES lines); nginx access log to a file (combined format)."
