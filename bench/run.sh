@@ -76,6 +76,12 @@ wait_port() {
     die "nothing listens on port $1"
 }
 
+for port in $PORT_GW $PORT_UP $PORT_NGX $PORT_SIM; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        die "port $port is already in use (a previous run still going?)"
+    fi
+done
+
 # --- the fixed upstream and nginx proxy_pass -----------------------------------------------
 common_conf() {
     cat <<EOF
