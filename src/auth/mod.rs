@@ -3,6 +3,8 @@
 //! The login endpoints live in [`flow`]; the primitives (sealed cookies, JWT, return paths,
 //! user agents, login state) in their own submodules.
 
+#[doc(hidden)]
+pub mod bench_support;
 pub mod cache;
 pub mod flow;
 pub mod jwt;
