@@ -169,7 +169,8 @@ pub enum TokenEndpoint {
     Classic,
 }
 
-#[derive(Clone)]
+/// `Debug` is safe to derive: [`Secret`] prints only its length.
+#[derive(Clone, Debug)]
 pub struct WechatSettings {
     pub appid: String,
     pub secret: Secret,
@@ -180,19 +181,6 @@ pub struct WechatSettings {
     pub allow_wecom: bool,
     pub timeout: Duration,
     pub verify_files: BTreeMap<String, String>,
-}
-
-impl fmt::Debug for WechatSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WechatSettings")
-            .field("appid", &self.appid)
-            .field("secret", &self.secret)
-            .field("api_base", &self.api_base)
-            .field("open_base", &self.open_base)
-            .field("unionid", &self.unionid)
-            .field("token_endpoint", &self.token_endpoint)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Clone, Debug)]
