@@ -33,6 +33,7 @@ pub struct Demo {
     pub gateway: crate::server::Running,
     pub simulator: SimHandle,
     pub upstream_addr: SocketAddr,
+    scheme: &'static str,
     keys: KeyDir,
 }
 
@@ -46,7 +47,7 @@ impl Drop for KeyDir {
 
 impl Demo {
     pub fn url(&self) -> String {
-        format!("http://{}", self.gateway.local_addr())
+        format!("{}://{}", self.scheme, self.gateway.local_addr())
     }
 
     pub async fn shutdown(self) {
@@ -58,6 +59,16 @@ impl Demo {
 
 /// Starts the simulator, the demo upstream and the gateway.
 pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
+    start_with(opts, None).await
+}
+
+/// Like [`start`], but with `tls = Some((cert, key))` (PEM files) the gateway serves HTTPS,
+/// so its cookies become `__Host-` and `Secure`; the browser test uses it. The demo upstream
+/// then trusts `cert` to fetch the JWKS, so the certificate must name 127.0.0.1.
+pub async fn start_with(
+    opts: DemoOptions,
+    tls: Option<(PathBuf, PathBuf)>,
+) -> Result<Demo, String> {
     let simulator = simulator::start(SimConfig::default(), opts.sim_listen)
         .await
         .map_err(|e| format!("cannot start the simulator on {}: {e}", opts.sim_listen))?;
@@ -81,12 +92,22 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, String> {
     };
 
     let sim = simulator.url();
+    // Paths go through toml's own quoting: a temp dir may hold characters TOML must escape.
+    let tls_toml = match &tls {
+        Some((cert, key)) => format!(
+            "\n[server.tls]\ncert = {}\nkey = {}\n",
+            toml::Value::String(cert.display().to_string()),
+            toml::Value::String(key.display().to_string())
+        ),
+        None => String::new(),
+    };
     let toml = format!(
         r#"
 [server]
 listen = "{listen}"
 request_timeout = "10s"
 shutdown_timeout = "5s"
+{tls_toml}
 
 [wechat]
 appid = "{appid}"
@@ -117,6 +138,11 @@ api = true
 non_wechat = "login"
 
 [[route]]
+name = "wechat-only"
+path = "/wechat-only"
+upstream = "http://{upstream_addr}"
+
+[[route]]
 name = "demo"
 path = "/"
 upstream = "http://{upstream_addr}"
@@ -140,30 +166,43 @@ non_wechat = "login"
         )
     })?;
 
-    let jwks_url = format!("http://{}/_wxgate/jwks.json", gateway.local_addr());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let jwks_url = format!("{scheme}://{}/_wxgate/jwks.json", gateway.local_addr());
+    let mut client = reqwest::Client::builder();
+    if let Some((cert, _)) = &tls {
+        // A self-signed development certificate: trust exactly it, nothing more.
+        let pem =
+            std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| e.to_string())?;
+        client = client.add_root_certificate(cert);
+    }
+    let client = client.build().map_err(|e| e.to_string())?;
     tokio::spawn(serve_upstream(
         upstream,
-        Arc::new(DemoUpstream::new(jwks_url, sim)),
+        Arc::new(DemoUpstream::new(client, jwks_url, sim)),
     ));
 
     Ok(Demo {
         gateway,
         simulator,
         upstream_addr,
+        scheme,
         keys,
     })
 }
 
 /// The demo's upstream: an ordinary app that only reads headers.
 struct DemoUpstream {
+    client: reqwest::Client,
     jwks_url: String,
     sim_url: String,
     jwks: OnceCell<jsonwebtoken::jwk::JwkSet>,
 }
 
 impl DemoUpstream {
-    fn new(jwks_url: String, sim_url: String) -> DemoUpstream {
+    fn new(client: reqwest::Client, jwks_url: String, sim_url: String) -> DemoUpstream {
         DemoUpstream {
+            client,
             jwks_url,
             sim_url,
             jwks: OnceCell::new(),
@@ -174,7 +213,10 @@ impl DemoUpstream {
     async fn jwks(&self) -> Result<&jsonwebtoken::jwk::JwkSet, String> {
         self.jwks
             .get_or_try_init(|| async {
-                let body = reqwest::get(&self.jwks_url)
+                let body = self
+                    .client
+                    .get(&self.jwks_url)
+                    .send()
                     .await
                     .map_err(|e| e.to_string())?
                     .bytes()
@@ -319,7 +361,8 @@ pub async fn run_cli(opts: DemoOptions) -> Result<(), String> {
         "      (alice follows the account, bob does not, carol is a snapshot-mode user),".into(),
         format!("      then log out at {url}/_wxgate/logout"),
         String::new(),
-        format!("  Gateway    {url}   (/ needs login, /api answers 401 JSON, /public has no auth)"),
+        format!("  Gateway    {url}   (/ needs login, /api answers 401 JSON, /public has no auth,"),
+        "             /wechat-only shows other browsers the 「请在微信客户端打开链接」 page with a QR code)".into(),
         format!("  Simulator  {sim}   (stands in for open.weixin.qq.com and api.weixin.qq.com)"),
         format!("  Upstream   http://{upstream}"),
         String::new(),
