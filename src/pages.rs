@@ -29,7 +29,8 @@ pub fn html_document(title: &str, body_html: &str) -> String {
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <title>{title}</title><style>body{{font-family:-apple-system,system-ui,sans-serif;max-width:32em;\
 margin:3em auto;padding:0 1em;color:#222;line-height:1.5}}h1{{font-size:1.3em}}\
-.muted{{color:#777;font-size:.85em}}a.button{{display:inline-block;padding:.6em 1.2em;\
+.muted{{color:#777;font-size:.85em}}table{{border-collapse:collapse;width:100%}}\
+td{{vertical-align:top;padding:2px 6px;overflow-wrap:anywhere}}pre{{white-space:pre-wrap;overflow-wrap:anywhere}}a.button{{display:inline-block;padding:.6em 1.2em;\
 background:#07c160;color:#fff;border-radius:4px;text-decoration:none}}</style></head>\
 <body>{body_html}</body></html>\n",
         title = escape(title),

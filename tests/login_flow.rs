@@ -367,6 +367,16 @@ async fn apis_xhr_json_and_posts_get_401_with_a_login_url() {
         (Method::POST, "/orders?page=2", vec![]),
         (Method::DELETE, "/orders?page=2", vec![]),
         (Method::GET, "/logo.png", vec![("accept", "image/png")]),
+        // A favicon fetch: Accept has */*, but fetch metadata says it is no navigation.
+        (
+            Method::GET,
+            "/favicon.ico",
+            vec![
+                ("accept", "image/avif,image/webp,*/*;q=0.8"),
+                ("sec-fetch-mode", "no-cors"),
+                ("sec-fetch-dest", "image"),
+            ],
+        ),
     ];
     for (method, path, extra) in cases {
         let r = b.send(method.clone(), &gw.url(path), &extra).await;
@@ -381,6 +391,19 @@ async fn apis_xhr_json_and_posts_get_401_with_a_login_url() {
         );
         assert!(b.jar.is_empty(), "no cookie for a 401");
     }
+    // A real navigation with fetch metadata still starts the login.
+    let r = b
+        .send(
+            Method::GET,
+            &gw.url("/page"),
+            &[
+                ("accept", "text/html,*/*;q=0.8"),
+                ("sec-fetch-mode", "navigate"),
+                ("sec-fetch-dest", "document"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 302, "{r:?}");
     // The login_url starts the flow and comes back to the API path.
     let mut b = Browser::wechat();
     let r = b

@@ -318,14 +318,19 @@ impl Auth {
 }
 
 /// Requests that must get 401 JSON instead of a redirect: APIs, XHR, non-navigation methods,
-/// and clients that do not accept HTML.
+/// clients that do not accept HTML, and sub-resources (favicon, images, scripts) as the
+/// browser's fetch metadata names them. Only a real page navigation starts a login: a
+/// favicon fetch racing the page's own login would otherwise overwrite its state cookie.
 fn wants_401(route: &RouteSettings, req: &Request<Incoming>) -> bool {
     let h = req.headers();
     let navigation = req.method() == Method::GET || req.method() == Method::HEAD;
     let accept = h.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let accepts_html =
         accept.is_none_or(|a| a.contains("text/html") || a.contains("*/*") || a.contains("xhtml"));
-    route.api || !navigation || headers::wants_json(h) || !accepts_html
+    let sub_resource = h
+        .get("sec-fetch-mode")
+        .is_some_and(|m| !m.as_bytes().eq_ignore_ascii_case(b"navigate"));
+    route.api || !navigation || headers::wants_json(h) || !accepts_html || sub_resource
 }
 
 /// Decides whether and as whom a request goes upstream.
