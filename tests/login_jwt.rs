@@ -8,7 +8,7 @@ mod gw;
 #[path = "common/sim.rs"]
 mod sim;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt as _;
 
@@ -22,17 +22,6 @@ const ALGS: [&str; 4] = ["HS256", "RS256", "ES256", "EdDSA"];
 
 const INSTALL_HINT: &str = "PyJWT missing: pip install pyjwt cryptography into $WXGATE_TEST_PYTHON's environment \
 (e.g. python3 -m venv target/pyenv && target/pyenv/bin/pip install wechatpy cryptography pyjwt && export WXGATE_TEST_PYTHON=$PWD/target/pyenv/bin/python), or run ./scripts/test.sh";
-
-fn python() -> String {
-    if let Ok(p) = std::env::var("WXGATE_TEST_PYTHON") {
-        return p;
-    }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-    if std::path::Path::new(venv).exists() {
-        return venv.to_string();
-    }
-    "python3".to_string()
-}
 
 /// One logged-in user's forwarded token, with what a verifier needs.
 struct Issued {
@@ -216,16 +205,7 @@ async fn forwarded_jwt_verifies_against_the_jwks_for_every_algorithm() {
 
 #[test]
 fn pyjwt_is_installed() {
-    let py = python();
-    let out = Command::new(&py)
-        .args(["-c", "import jwt, cryptography"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {py}: {e}. {INSTALL_HINT}"));
-    assert!(
-        out.status.success(),
-        "{INSTALL_HINT}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sim::require_python_modules("jwt, cryptography", INSTALL_HINT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +239,7 @@ async fn forwarded_jwt_verifies_with_pyjwt_for_every_algorithm() {
     }
     let input = Value::from(cases).to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/verify_jwt.py");
-    let py = python();
+    let py = sim::python();
     let mut child = tokio::process::Command::new(&py)
         .arg(script)
         .stdin(Stdio::piped())

@@ -12,37 +12,16 @@ use wxgate::simulator::{DEFAULT_APPID, DEFAULT_SECRET};
 const INSTALL_HINT: &str = "wechatpy missing: run ./scripts/test.sh, or pip install wechatpy cryptography into $WXGATE_TEST_PYTHON's environment \
 (e.g. python3 -m venv target/pyenv && target/pyenv/bin/pip install wechatpy cryptography && export WXGATE_TEST_PYTHON=$PWD/target/pyenv/bin/python)";
 
-/// `$WXGATE_TEST_PYTHON`, else the venv ./scripts/test.sh creates (if present), else `python3`.
-fn python() -> String {
-    if let Ok(p) = std::env::var("WXGATE_TEST_PYTHON") {
-        return p;
-    }
-    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
-    if std::path::Path::new(venv).exists() {
-        return venv.to_string();
-    }
-    "python3".to_string()
-}
-
 #[test]
 fn wechatpy_is_installed() {
-    let py = python();
-    let out = Command::new(&py)
-        .args(["-c", "import wechatpy, cryptography, requests"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {py}: {e}. {INSTALL_HINT}"));
-    assert!(
-        out.status.success(),
-        "{INSTALL_HINT}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sim::require_python_modules("wechatpy, cryptography, requests", INSTALL_HINT);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wechatpy_runs_the_whole_web_authorization_against_the_simulator() {
     let s = sim::start_default().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/test_wechatpy.py");
-    let py = python();
+    let py = sim::python();
     let url = s.url();
     // The simulator keeps serving on the runtime while the blocking child runs.
     let out = tokio::task::spawn_blocking(move || {

@@ -147,3 +147,30 @@ pub fn keys(v: &Value) -> Vec<String> {
     k.sort();
     k
 }
+
+/// The Python that runs the clients nobody here wrote (wechatpy, PyJWT): `$WXGATE_TEST_PYTHON`,
+/// else the venv `./scripts/test.sh` creates (if present), else `python3`.
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("WXGATE_TEST_PYTHON") {
+        return p;
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python");
+    if std::path::Path::new(venv).exists() {
+        return venv.to_string();
+    }
+    "python3".to_string()
+}
+
+/// Fails (never skips) with `hint` when `python()` cannot import `modules`.
+pub fn require_python_modules(modules: &str, hint: &str) {
+    let py = python();
+    let out = std::process::Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {py}: {e}. {hint}"));
+    assert!(
+        out.status.success(),
+        "{hint}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
