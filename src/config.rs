@@ -55,9 +55,19 @@ struct RawServer {
     trusted_proxies: Vec<String>,
     request_timeout: Option<String>,
     shutdown_timeout: Option<String>,
+    keepalive_timeout: Option<String>,
+    workers: Option<RawWorkers>,
     max_request_header_bytes: Option<u64>,
     upstream_ca: Option<String>,
     tls: Option<RawTls>,
+}
+
+/// `server.workers`: a count or `"auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawWorkers {
+    Count(i64),
+    Name(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +147,15 @@ pub struct Settings {
     pub routes: Vec<RouteSettings>,
 }
 
+/// Upper bound for `server.workers`.
+const MAX_WORKERS: usize = 256;
+
+/// `server.workers = "auto"`: one worker per CPU the process may run on, like nginx's
+/// `worker_processes auto`.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS))
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub listen: SocketAddr,
@@ -145,6 +164,10 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<IpNet>,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// How long an idle keep-alive client connection is kept open.
+    pub keepalive_timeout: Duration,
+    /// Threads that serve connections, each with its own event loop and upstream pool.
+    pub workers: usize,
     pub max_request_header_bytes: usize,
     /// Extra CA certificates trusted for https upstreams, besides the public web roots.
     pub upstream_ca: Vec<rustls::pki_types::CertificateDer<'static>>,
@@ -578,6 +601,22 @@ impl Validator<'_> {
             s.shutdown_timeout.as_deref(),
             Duration::from_secs(30),
         )?;
+        let keepalive_timeout = self.duration(
+            "server.keepalive_timeout",
+            s.keepalive_timeout.as_deref(),
+            Duration::from_secs(30),
+        )?;
+        let workers = match s.workers {
+            None => default_workers(),
+            Some(RawWorkers::Name(n)) if n == "auto" => default_workers(),
+            Some(RawWorkers::Count(n)) if (1..=MAX_WORKERS as i64).contains(&n) => n as usize,
+            Some(_) => {
+                return Err(self.err(
+                    "server.workers",
+                    format!("must be \"auto\" or a number from 1 to {MAX_WORKERS}"),
+                ))
+            }
+        };
         let max_request_header_bytes = match s.max_request_header_bytes {
             None => 16 * 1024,
             Some(n) if (1024..=1024 * 1024).contains(&n) => n as usize,
@@ -609,6 +648,8 @@ impl Validator<'_> {
             trusted_proxies,
             request_timeout,
             shutdown_timeout,
+            keepalive_timeout,
+            workers,
             max_request_header_bytes,
             upstream_ca,
             tls,
@@ -984,6 +1025,34 @@ mod tests {
         assert_eq!(s.routes[0].path, "/");
         assert_eq!(s.routes[0].auth, AuthMode::Off, "no [wechat]: plain proxy");
         assert_eq!(s.routes[0].upstream.base_path, "");
+    }
+
+    #[test]
+    fn workers_and_keepalive_timeout() {
+        let s = load(MIN).unwrap();
+        assert_eq!(s.server.keepalive_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.workers, default_workers());
+        assert!(s.server.workers >= 1);
+        let with = |extra: &str| load(&MIN.replace("[server]", &format!("[server]\n{extra}")));
+        let s = with("workers = 3\nkeepalive_timeout = \"75s\"").unwrap();
+        assert_eq!(s.server.workers, 3);
+        assert_eq!(s.server.keepalive_timeout, Duration::from_secs(75));
+        assert_eq!(
+            with("workers = \"auto\"").unwrap().server.workers,
+            default_workers()
+        );
+        for bad in [
+            "workers = 0",
+            "workers = -1",
+            "workers = 257",
+            "workers = \"many\"",
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.key, "server.workers", "{bad}: {e}");
+            assert!(e.reason.contains("\"auto\""), "{bad}: {e}");
+        }
+        let e = with("keepalive_timeout = \"0s\"").unwrap_err();
+        assert_eq!(e.key, "server.keepalive_timeout");
     }
 
     #[test]

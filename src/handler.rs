@@ -38,6 +38,7 @@ impl Gateway {
             proxy: Proxy::new(
                 settings.server.request_timeout,
                 &settings.server.upstream_ca,
+                settings.server.workers,
             ),
             auth,
             settings,

@@ -13,6 +13,42 @@ use wxgate::handler::Gateway;
 
 const EX_CONFIG: u8 = 78;
 
+/// mimalloc rather than glibc's allocator: it gives freed pages back to the system, so the
+/// buffers that idle connections release when they park stop counting in RSS; glibc keeps
+/// them (see `bench/RESULTS.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc reads its options from the environment when the process loads, before `main`.
+const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
+
+/// By default mimalloc returns a freed page to the system on its next call at least 10 ms
+/// later, and a worker whose connections have all gone idle makes no further call: their
+/// freed buffers would stay resident. `wxgate run` therefore re-executes itself once with
+/// `MIMALLOC_PURGE_DELAY=0` (freed pages go back at once; the benchmarks showed no cost in
+/// throughput). An operator's own setting is kept; if the re-exec fails, wxgate runs anyway.
+#[cfg(target_os = "linux")]
+fn reexec_with_allocator_settings() {
+    use std::os::unix::process::CommandExt as _;
+    if std::env::var_os(PURGE_DELAY_ENV).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let mut args = std::env::args_os();
+    let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+    // `exec` only returns if it failed.
+    let _ = std::process::Command::new(&exe)
+        .arg0(arg0)
+        .args(args)
+        .env(PURGE_DELAY_ENV, "0")
+        .exec();
+}
+
+#[cfg(not(target_os = "linux"))]
+fn reexec_with_allocator_settings() {}
+
 #[derive(Parser)]
 #[command(
     name = "wxgate",
@@ -83,6 +119,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Run { .. }) {
+        reexec_with_allocator_settings();
+    }
     // Flushes buffered log lines when main returns.
     let _log = init_logging(cli.log_format);
     match cli.command {
@@ -91,7 +130,13 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
-            runtime().block_on(run(settings))
+            // The main thread is worker 0 and runs the accept loop; `server::start` adds
+            // a thread with its own single-threaded runtime for each further worker.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cannot start the tokio runtime");
+            runtime.block_on(run(settings))
         }
         Command::Check { config } => match load(config) {
             Ok(settings) => {

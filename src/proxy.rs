@@ -20,9 +20,10 @@ use crate::routes;
 
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// The upstream side: one connection pool shared by all routes.
+/// The upstream side: one connection pool per server worker, shared by all routes. A worker
+/// only uses its own pool, so a request and its upstream connection stay on one thread.
 pub struct Proxy {
-    client: Client<Connector, RequestBody>,
+    clients: Vec<Client<Connector, RequestBody>>,
     timeout: Duration,
 }
 
@@ -40,9 +41,11 @@ pub struct Forward<'a> {
 impl Proxy {
     /// `upstream_ca`: CAs trusted for https upstreams besides the public web roots (already
     /// validated when the config was loaded).
+    /// `workers`: how many pools to keep (see [`crate::server::worker_index`]).
     pub fn new(
         timeout: Duration,
         upstream_ca: &[rustls::pki_types::CertificateDer<'static>],
+        workers: usize,
     ) -> Proxy {
         let tls = crate::tls::upstream_client_config(upstream_ca).unwrap_or_else(|e| {
             tracing::error!(error = %e, "server.upstream_ca unusable; trusting the public roots only");
@@ -57,13 +60,22 @@ impl Proxy {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(https);
-        Proxy { client, timeout }
+        let clients = (0..workers.max(1))
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(Duration::from_secs(60))
+                    .pool_max_idle_per_host(1024)
+                    .build(https.clone())
+            })
+            .collect();
+        Proxy { clients, timeout }
+    }
+
+    /// The calling worker's pool.
+    fn client(&self) -> &Client<Connector, RequestBody> {
+        &self.clients[crate::server::worker_index() % self.clients.len()]
     }
 
     pub async fn forward(
@@ -145,7 +157,7 @@ impl Proxy {
         req: Request<RequestBody>,
         progress: &Progress,
     ) -> Result<Response<Incoming>, Option<hyper_util::client::legacy::Error>> {
-        let sent = self.client.request(req);
+        let sent = self.client().request(req);
         tokio::pin!(sent);
         let mut deadline = tokio::time::Instant::now() + self.timeout;
         loop {

@@ -126,6 +126,8 @@ pub struct Seen {
     pub path: String,
     pub version: String,
     pub headers: Vec<(String, String)>,
+    /// The address the request came from (the gateway's upstream connection).
+    pub peer: SocketAddr,
 }
 
 impl Seen {
@@ -187,7 +189,7 @@ impl Echo {
         });
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
@@ -195,7 +197,7 @@ impl Echo {
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(state.answer(req).await) }
+                        async move { Ok::<_, Infallible>(state.answer(req, peer).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -264,8 +266,9 @@ fn query_u64(req: &Request<Incoming>, key: &str) -> u64 {
 }
 
 impl EchoState {
-    async fn answer(&self, mut req: Request<Incoming>) -> Response<EchoBody> {
+    async fn answer(&self, mut req: Request<Incoming>, peer: SocketAddr) -> Response<EchoBody> {
         let seen = Seen {
+            peer,
             method: req.method().to_string(),
             path: req
                 .uri()
