@@ -13,7 +13,7 @@ pin_project_lite::pin_project! {
     #[project = BodyProj]
     pub enum Body {
         Full { data: Option<Bytes> },
-        Upstream { #[pin] inner: Incoming },
+        Upstream { #[pin] inner: Incoming, lease: Option<crate::upstream::Lease> },
     }
 }
 
@@ -27,8 +27,17 @@ impl Body {
             data: (!data.is_empty()).then_some(data),
         }
     }
-    pub fn upstream(inner: Incoming) -> Body {
-        Body::Upstream { inner }
+    /// An upstream response body; `lease` returns its connection to the pool once the body
+    /// has been read to the end.
+    pub fn upstream(inner: Incoming, lease: Option<crate::upstream::Lease>) -> Body {
+        let lease = match lease {
+            Some(l) if http_body::Body::is_end_stream(&inner) => {
+                l.finish();
+                None
+            }
+            other => other,
+        };
+        Body::Upstream { inner, lease }
     }
 }
 
@@ -42,14 +51,32 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
             BodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            BodyProj::Upstream { inner } => inner.poll_frame(cx),
+            BodyProj::Upstream { mut inner, lease } => {
+                let polled = inner.as_mut().poll_frame(cx);
+                let done = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
+                    // An error: the connection is not reusable (dropping the lease closes it).
+                    Poll::Ready(Some(Err(_))) => {
+                        lease.take();
+                        false
+                    }
+                    Poll::Pending => false,
+                };
+                if done {
+                    if let Some(l) = lease.take() {
+                        l.finish();
+                    }
+                }
+                polled
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full { data } => data.is_none(),
-            Body::Upstream { inner } => inner.is_end_stream(),
+            Body::Upstream { inner, .. } => inner.is_end_stream(),
         }
     }
 
@@ -58,7 +85,7 @@ impl http_body::Body for Body {
             Body::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            Body::Upstream { inner } => inner.size_hint(),
+            Body::Upstream { inner, .. } => inner.size_hint(),
         }
     }
 }

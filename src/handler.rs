@@ -134,7 +134,7 @@ async fn phases(
     *chosen = Some(route.clone());
     let permit = match auth::authenticate(gateway.auth(), route, &req, view).await? {
         Decision::Forward(permit) => permit,
-        Decision::Respond(resp) => return Ok(resp),
+        Decision::Respond(resp) => return Ok(*resp),
     };
     let fwd = Forward {
         route,

@@ -19,4 +19,5 @@ pub mod routes;
 pub mod server;
 pub mod simulator;
 pub mod tls;
+pub mod upstream;
 pub mod wechat;

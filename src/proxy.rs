@@ -1,6 +1,7 @@
 //! Forwarding: rewrites a permitted request for its upstream, sends it over a pooled
-//! HTTP/1.1 client (rustls for https upstreams), streams both bodies without buffering and
-//! tunnels `Upgrade` requests. It needs an [`auth::Permit`], which only the auth module makes.
+//! HTTP/1.1 connection ([`crate::upstream`], rustls for https upstreams), streams both bodies
+//! without buffering and tunnels `Upgrade` requests. It needs an [`auth::Permit`], which only
+//! the auth module makes.
 
 use std::time::Duration;
 
@@ -8,8 +9,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use crate::auth::Permit;
 use crate::body::{Body, Progress, RequestBody};
@@ -17,13 +17,12 @@ use crate::config::RouteSettings;
 use crate::error::GatewayError;
 use crate::headers::{self, ClientView};
 use crate::routes;
-
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+use crate::upstream::{Lease, SendError, Upstreams};
 
 /// The upstream side: one connection pool per server worker, shared by all routes. A worker
 /// only uses its own pool, so a request and its upstream connection stay on one thread.
 pub struct Proxy {
-    clients: Vec<Client<Connector, RequestBody>>,
+    upstreams: Upstreams,
     timeout: Duration,
 }
 
@@ -60,22 +59,10 @@ impl Proxy {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let clients = (0..workers.max(1))
-            .map(|_| {
-                Client::builder(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(Duration::from_secs(60))
-                    .pool_max_idle_per_host(1024)
-                    .build(https.clone())
-            })
-            .collect();
-        Proxy { clients, timeout }
-    }
-
-    /// The calling worker's pool.
-    fn client(&self) -> &Client<Connector, RequestBody> {
-        &self.clients[crate::server::worker_index() % self.clients.len()]
+        Proxy {
+            upstreams: Upstreams::new(https, workers),
+            timeout,
+        }
     }
 
     pub async fn forward(
@@ -112,18 +99,25 @@ impl Proxy {
 
         let progress = Progress::new();
         let body = RequestBody::new(body, progress.clone());
-        let mut resp = match self.send(Request::from_parts(parts, body), &progress).await {
+        let request = Request::from_parts(parts, body);
+        let (mut resp, lease) = match self.send(fwd.route, request, &progress).await {
             Err(None) => return Err(GatewayError::UpstreamTimeout(self.timeout)),
             Err(Some(e)) => {
-                return Err(GatewayError::UpstreamUnreachable(describe(
-                    &e,
-                    &fwd.route.upstream.url,
+                return Err(GatewayError::UpstreamUnreachable(format!(
+                    "{}: {e}",
+                    fwd.route.upstream.url
                 )))
             }
-            Ok(resp) => resp,
+            Ok(sent) => sent,
         };
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let lease = if switching {
+            lease.discard();
+            None
+        } else {
+            Some(lease)
+        };
         if switching {
             match client_upgrade {
                 Some(client_side) => {
@@ -143,7 +137,7 @@ impl Proxy {
         parts
             .headers
             .insert(headers::X_REQUEST_ID.clone(), fwd.request_id.clone());
-        Ok(Response::from_parts(parts, Body::upstream(body)))
+        Ok(Response::from_parts(parts, Body::upstream(body, lease)))
     }
 }
 
@@ -154,10 +148,12 @@ impl Proxy {
     /// `Err(None)` is a timeout.
     async fn send(
         &self,
+        route: &RouteSettings,
         req: Request<RequestBody>,
         progress: &Progress,
-    ) -> Result<Response<Incoming>, Option<hyper_util::client::legacy::Error>> {
-        let sent = self.client().request(req);
+    ) -> Result<(Response<Incoming>, Lease), Option<SendError>> {
+        let up = &route.upstream;
+        let sent = self.upstreams.send(up.https, &up.authority, req);
         tokio::pin!(sent);
         let mut deadline = tokio::time::Instant::now() + self.timeout;
         loop {
@@ -175,6 +171,8 @@ impl Proxy {
     }
 }
 
+/// The request target sent upstream, in origin form (`/path?query`): the connection already
+/// goes to the route's upstream.
 fn upstream_uri(route: &RouteSettings, uri: &Uri) -> Result<Uri, GatewayError> {
     let path = routes::upstream_path(route, uri.path());
     let pq = match uri.query() {
@@ -182,12 +180,6 @@ fn upstream_uri(route: &RouteSettings, uri: &Uri) -> Result<Uri, GatewayError> {
         None => path,
     };
     Uri::builder()
-        .scheme(if route.upstream.https {
-            "https"
-        } else {
-            "http"
-        })
-        .authority(route.upstream.authority.clone())
         .path_and_query(pq)
         .build()
         .map_err(|_| GatewayError::BadRequest("The request path is not valid."))
@@ -207,16 +199,4 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(error = %e, "tunnel closed with error");
     }
-}
-
-fn describe(e: &hyper_util::client::legacy::Error, upstream: &str) -> String {
-    use std::error::Error as _;
-    let mut msg = format!("{upstream}: {e}");
-    let mut source = e.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
 }

@@ -77,7 +77,8 @@ impl Permit {
 
 pub enum Decision {
     Forward(Permit),
-    Respond(Response<Body>),
+    /// Boxed: the proxied path carries a `Forward`, and this keeps `Decision` small.
+    Respond(Box<Response<Body>>),
 }
 
 /// The gateway's cookies. Each has a plain name (HTTP) and a `__Host-` one (HTTPS), which
@@ -365,11 +366,11 @@ pub async fn authenticate(
     }
     if snapshot {
         // APIs get JSON they can act on; pages get the 「使用完整服务」 notice.
-        return Ok(Decision::Respond(if wants_401(route, req) {
+        return Ok(Decision::Respond(Box::new(if wants_401(route, req) {
             flow::snapshot_json()
         } else {
             pages::snapshot_notice()
-        }));
+        })));
     }
     let ua = req
         .headers()
@@ -382,18 +383,17 @@ pub async fn authenticate(
     }
     let here = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     if wants_401(route, req) {
-        return Ok(Decision::Respond(flow::login_required(here)));
+        return Ok(Decision::Respond(Box::new(flow::login_required(here))));
     }
     if !in_wechat && route.non_wechat == NonWechat::Deny {
-        return Ok(Decision::Respond(pages::open_in_wechat(&format!(
-            "{}{here}",
-            auth.origin(view)
+        return Ok(Decision::Respond(Box::new(pages::open_in_wechat(
+            &format!("{}{here}", auth.origin(view)),
         ))));
     }
-    Ok(Decision::Respond(auth.begin(
+    Ok(Decision::Respond(Box::new(auth.begin(
         req.headers(),
         view,
         here,
         now,
-    )))
+    ))))
 }

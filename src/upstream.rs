@@ -1,0 +1,232 @@
+//! Upstream connections: HTTP/1.1 connections made with hyper's low-level client, kept in one
+//! small pool per server worker. A connection goes back to its pool when its response body
+//! has been read to the end, so a request costs a lookup in a short list and no extra task.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower_service::Service as _;
+
+use crate::body::RequestBody;
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Idle connections kept per worker; more are closed.
+const MAX_IDLE: usize = 1024;
+/// An idle connection unused for this long is closed (upstreams close theirs too).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a connection goes: scheme and authority.
+#[derive(Clone, PartialEq, Eq)]
+struct Key {
+    https: bool,
+    authority: Authority,
+}
+
+struct Idle {
+    key: Key,
+    sender: SendRequest<RequestBody>,
+    since: Instant,
+}
+
+/// One worker's idle connections, most recently returned last.
+#[derive(Default)]
+struct Idles {
+    list: Vec<Idle>,
+    swept: Option<Instant>,
+}
+
+type Pool = Arc<Mutex<Idles>>;
+
+/// The pools of all workers and the connector they share.
+pub struct Upstreams {
+    pools: Vec<Pool>,
+    connector: Connector,
+}
+
+/// Why an upstream request failed, for the error page and the log.
+#[derive(Debug)]
+pub enum SendError {
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Http(hyper::Error),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (what, e): (&str, &(dyn std::error::Error + 'static)) = match self {
+            SendError::Connect(e) => ("cannot connect", e.as_ref()),
+            SendError::Http(e) => ("request failed", e),
+        };
+        write!(f, "{what}: {e}")?;
+        let mut source = e.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+/// A connection lent to one request. Dropped after the response body was read to the end
+/// (`finished`), it goes back to its pool; otherwise it is closed.
+pub struct Lease {
+    pool: Pool,
+    key: Key,
+    sender: Option<SendRequest<RequestBody>>,
+    finished: bool,
+}
+
+impl Lease {
+    /// The response body has been read to the end: the connection may carry another request.
+    pub fn finish(mut self) {
+        self.finished = true;
+    }
+
+    /// The connection was upgraded (101): it is the tunnel's now, never pooled.
+    pub fn discard(mut self) {
+        self.sender = None;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        if !self.finished || sender.is_closed() {
+            return;
+        }
+        if sender.is_ready() {
+            put_back(&self.pool, self.key.clone(), sender);
+            return;
+        }
+        // The response is read but the connection is still finishing (the rest of a request
+        // body, say): pool it once it can take a request, not before, so that nobody waits
+        // on it. This is rare; the common case above costs no task.
+        let (pool, key) = (self.pool.clone(), self.key.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    put_back(&pool, key, sender);
+                }
+            });
+        }
+    }
+}
+
+fn put_back(pool: &Pool, key: Key, sender: SendRequest<RequestBody>) {
+    if let Ok(mut idle) = pool.lock() {
+        if idle.list.len() < MAX_IDLE {
+            idle.list.push(Idle {
+                key,
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+impl Upstreams {
+    pub fn new(connector: Connector, workers: usize) -> Upstreams {
+        Upstreams {
+            pools: (0..workers.max(1)).map(|_| Pool::default()).collect(),
+            connector,
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) to `https?://authority` over an idle
+    /// connection of the calling worker's pool, or a new one.
+    pub async fn send(
+        &self,
+        https: bool,
+        authority: &Authority,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        let pool = &self.pools[crate::server::worker_index() % self.pools.len()];
+        let key = Key {
+            https,
+            authority: authority.clone(),
+        };
+        while let Some(mut sender) = checkout(pool, &key) {
+            // Ready at once, unless its previous response is still being wrapped up.
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, self.lease(pool, key, sender))),
+                // The upstream closed the idle connection as the request went out; it was
+                // not sent, so it is safe to try another connection.
+                Err(mut e) => match e.take_message() {
+                    Some(r) => req = r,
+                    None => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(&key).await?;
+        let resp = sender.send_request(req).await.map_err(SendError::Http)?;
+        Ok((resp, self.lease(pool, key, sender)))
+    }
+
+    fn lease(&self, pool: &Pool, key: Key, sender: SendRequest<RequestBody>) -> Lease {
+        Lease {
+            pool: pool.clone(),
+            key,
+            sender: Some(sender),
+            finished: false,
+        }
+    }
+
+    async fn connect(&self, key: &Key) -> Result<SendRequest<RequestBody>, SendError> {
+        let uri = Uri::builder()
+            .scheme(if key.https { "https" } else { "http" })
+            .authority(key.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| SendError::Connect(e.into()))?;
+        let io = self
+            .connector
+            .clone()
+            .call(uri)
+            .await
+            .map_err(SendError::Connect)?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(SendError::Http)?;
+        // The connection's own task reads and writes the socket; it ends when the upstream
+        // closes or every `SendRequest` is gone.
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// The most recently returned idle connection to `key` (the others can time out). Once a
+/// second the list is swept of connections that are closed or too old.
+fn checkout(pool: &Pool, key: &Key) -> Option<SendRequest<RequestBody>> {
+    let mut idle = pool.lock().ok()?;
+    let now = Instant::now();
+    if idle
+        .swept
+        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+    {
+        idle.swept = Some(now);
+        idle.list
+            .retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT);
+    }
+    loop {
+        let at = idle.list.iter().rposition(|i| i.key == *key)?;
+        let i = idle.list.swap_remove(at);
+        if !i.sender.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT {
+            return Some(i.sender);
+        }
+    }
+}
