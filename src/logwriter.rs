@@ -80,6 +80,14 @@ impl Drop for FlushGuard {
     }
 }
 
+impl LogWriter {
+    /// Queues one whole line (ending in a newline).
+    pub fn send_line(&self, line: Vec<u8>) {
+        // A stopped writer (process exiting) loses the line, as `write_all` would report.
+        let _ = self.tx.send(Msg::Line(line));
+    }
+}
+
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_all(buf)?;

@@ -191,6 +191,11 @@ fn init_logging(format: LogFormat) -> wxgate::logwriter::FlushGuard {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) =
         wxgate::logwriter::spawn(std::io::stderr()).expect("cannot start the log writer thread");
+    // Access lines skip tracing's formatter (see `wxgate::accesslog::install`); on a terminal
+    // they keep tracing's colours instead.
+    if !ansi || matches!(format, LogFormat::Json) {
+        wxgate::accesslog::install(writer.clone(), matches!(format, LogFormat::Json));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
