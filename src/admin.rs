@@ -54,6 +54,17 @@ pub async fn serve(
     Ok(Some(resp))
 }
 
+/// Whether `serve` may answer this path: a cheap test, so the handler awaits `serve` (a large
+/// future, because of the login callback) only for the gateway's own paths.
+pub fn owns(gateway: &Gateway, path: &str) -> bool {
+    path.starts_with("/_wxgate")
+        || gateway
+            .settings()
+            .wechat
+            .as_ref()
+            .is_some_and(|w| w.verify_files.contains_key(path.trim_start_matches('/')))
+}
+
 fn verify_file(gateway: &Gateway, method: &Method, path: &str) -> Option<http::Response<Body>> {
     if method != Method::GET && method != Method::HEAD {
         return None;

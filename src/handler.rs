@@ -124,8 +124,13 @@ async fn phases(
     if size > gateway.settings.server.max_request_header_bytes {
         return Err(GatewayError::HeadersTooLarge(size));
     }
-    if let Some(resp) = admin::serve(gateway, &req, view).await? {
-        return Ok(resp);
+    // Boxed, and only for the gateway's own paths: its future is large (the login callback's
+    // code exchange), and would otherwise enlarge every request's future, which is moved
+    // several times on its way into hyper.
+    if admin::owns(gateway, req.uri().path()) {
+        if let Some(resp) = Box::pin(admin::serve(gateway, &req, view)).await? {
+            return Ok(resp);
+        }
     }
     let route = gateway
         .router

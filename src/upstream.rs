@@ -167,7 +167,9 @@ impl Upstreams {
                 },
             }
         }
-        let mut sender = self.connect(&key).await?;
+        // Boxed: connecting is the rare path, and its state would otherwise make every
+        // request's future (moved several times on its way into hyper) larger.
+        let mut sender = Box::pin(self.connect(&key)).await?;
         let resp = sender.send_request(req).await.map_err(SendError::Http)?;
         Ok((resp, self.lease(pool, key, sender)))
     }
