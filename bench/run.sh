@@ -2,7 +2,8 @@
 # wxgate side by side with nginx, in one run on this machine. See bench/README.md.
 #
 # Environment knobs (defaults in brackets):
-#   DURATION [10]   seconds per measured wrk run      WARMUP [2]  seconds of warm-up before each
+#   DURATION [5]    seconds per measured wrk run      WARMUP [1]  seconds of warm-up before each
+#   ROUNDS [3]      times every row is measured, interleaved; the table shows medians
 #   CONNS ["64 256"] wrk connection counts            IDLE_CONNS [10000] idle keep-alive clients
 #   WRK_CPUS [1]    CPUs wrk is pinned to (taskset)    WRK_THREADS [1]
 #   SERVER_CPUS []  CPUs the servers are pinned to (empty: not pinned)
@@ -12,8 +13,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-DURATION=${DURATION:-10}
-WARMUP=${WARMUP:-2}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-"64 256"}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 WRK_CPUS=${WRK_CPUS:-1}
@@ -207,28 +209,33 @@ to_ms() { awk -v v="$1" 'BEGIN {
     if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000
     printf "%.3f", n }'; }
 
-run_wrk() { # key label url [wrk args]
-    local key=$1 label=$2 url=$3 c raw rps p50 p99 errs
-    shift 3
+run_wrk() { # round key label url [wrk args]
+    local round=$1 key=$2 label=$3 url=$4 c raw rps p50 p99 errs
+    shift 4
     for c in $CONNS; do
         taskset -c "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$c" -d"${WARMUP}s" -H "User-Agent: $UA" "$@" "$url" >/dev/null
-        raw=$OUT/wrk-$key-$c.txt
+        raw=$OUT/wrk-$key-$c-r$round.txt
         taskset -c "$WRK_CPUS" wrk -t"$WRK_THREADS" -c"$c" -d"${DURATION}s" --latency -H "User-Agent: $UA" "$@" "$url" >"$raw"
         rps=$(awk '/^Requests\/sec:/ { print $2 }' "$raw")
         p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$raw")")
         p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$raw")")
         errs=$(awk '/Non-2xx or 3xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' "$raw")
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$key" "$label" "$c" "$rps" "$p50" "$p99" "$errs" >>"$RESULTS"
-        log "$(printf '%-40s c=%-4s %10s req/s  p50 %8s ms  p99 %8s ms  errors %s' "$label" "$c" "$rps" "$p50" "$p99" "$errs")"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$key" "$label" "$c" "$rps" "$p50" "$p99" "$errs" >>"$RESULTS"
+        log "$(printf 'round %s  %-40s c=%-4s %10s req/s  p50 %8s ms  p99 %8s ms  errors %s' "$round" "$label" "$c" "$rps" "$p50" "$p99" "$errs")"
     done
 }
 
-run_wrk upstream "upstream directly (nginx return 200)" http://127.0.0.1:$PORT_UP/
-run_wrk nginx "nginx proxy_pass" http://127.0.0.1:$PORT_NGX/
-run_wrk nginx_nolog "nginx proxy_pass, access_log off" http://127.0.0.1:$PORT_NGX/nolog/
-run_wrk off 'wxgate auth = "off"' http://127.0.0.1:$PORT_GW/off/
-run_wrk required 'wxgate auth = "required", session' http://127.0.0.1:$PORT_GW/ -H "Cookie: $COOKIE"
-run_wrk redirect "wxgate no session: 302 to authorize" http://127.0.0.1:$PORT_GW/
+# Every row once per round, rounds one after another: the machine's speed drifts over minutes
+# (shared vCPUs), so each wxgate row is compared with the nginx row of its own round and the
+# table shows the median over the rounds.
+for round in $(seq "$ROUNDS"); do
+    run_wrk "$round" upstream "upstream directly (nginx return 200)" http://127.0.0.1:$PORT_UP/
+    run_wrk "$round" nginx "nginx proxy_pass" http://127.0.0.1:$PORT_NGX/
+    run_wrk "$round" nginx_nolog "nginx proxy_pass, access_log off" http://127.0.0.1:$PORT_NGX/nolog/
+    run_wrk "$round" off 'wxgate auth = "off"' http://127.0.0.1:$PORT_GW/off/
+    run_wrk "$round" required 'wxgate auth = "required", session' http://127.0.0.1:$PORT_GW/ -H "Cookie: $COOKIE"
+    run_wrk "$round" redirect "wxgate no session: 302 to authorize" http://127.0.0.1:$PORT_GW/
+done
 RSS_AFTER_WRK=$(rss_kb $GW_PID VmRSS)
 
 log "full logins for ${DURATION}s at concurrency $LOGIN_CONCURRENCY"
@@ -274,14 +281,28 @@ TABLE=$OUT/table.md
 {
     echo "| what | conns | requests/s | p50 ms | p99 ms | req/s ÷ nginx | p99 ÷ nginx | errors |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    # Medians over the rounds; the ratios are taken within each round (against that round's
+    # nginx proxy_pass row), then the median, with the lowest and highest in brackets.
     awk -F'\t' '
-        { key[NR] = $1; label[NR] = $2; c[NR] = $3; rps[NR] = $4; p50[NR] = $5; p99[NR] = $6; err[NR] = $7
-          if ($1 == "nginx") { nr[$3] = $4; np99[$3] = $6 } }
+        function median(s,   n, a, i, j, t) {
+            n = split(s, a, " ")
+            for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        function lo(s,   n, a, i, m) { n = split(s, a, " "); m = a[1] + 0; for (i = 2; i <= n; i++) if (a[i] + 0 < m) m = a[i] + 0; return m }
+        function hi(s,   n, a, i, m) { n = split(s, a, " "); m = a[1] + 0; for (i = 2; i <= n; i++) if (a[i] + 0 > m) m = a[i] + 0; return m }
+        { r = $1; k = $2 SUBSEP $4
+          if (!(k in label)) { order[++rows] = k; label[k] = $3; conns[k] = $4 }
+          rps[k] = rps[k] " " $5; p50[k] = p50[k] " " $6; p99[k] = p99[k] " " $7; err[k] += $8
+          raw_rps[r, k] = $5; raw_p99[r, k] = $7; rounds[r] = 1 }
         END {
-            for (i = 1; i <= NR; i++) {
-                r = nr[c[i]] ? sprintf("%.2f×", rps[i] / nr[c[i]]) : "-"
-                q = np99[c[i]] ? sprintf("%.2f×", p99[i] / np99[c[i]]) : "-"
-                printf "| %s | %s | %.0f | %.2f | %.2f | %s | %s | %s |\n", label[i], c[i], rps[i], p50[i], p99[i], r, q, err[i]
+            for (i = 1; i <= rows; i++) {
+                k = order[i]; n = "nginx" SUBSEP conns[k]; rr = ""; qq = ""
+                for (r in rounds) if ((r, n) in raw_rps && raw_rps[r, n] > 0) {
+                    rr = rr " " raw_rps[r, k] / raw_rps[r, n]; qq = qq " " raw_p99[r, k] / raw_p99[r, n] }
+                ratio = rr == "" ? "-" : sprintf("%.2f× (%.2f–%.2f)", median(rr), lo(rr), hi(rr))
+                q = qq == "" ? "-" : sprintf("%.2f× (%.2f–%.2f)", median(qq), lo(qq), hi(qq))
+                printf "| %s | %s | %.0f | %.2f | %.2f | %s | %s | %s |\n", label[k], conns[k], median(rps[k]), median(p50[k]), median(p99[k]), ratio, q, err[k]
             }
         }' "$RESULTS"
     echo "$LOGINS" | awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
@@ -293,7 +314,7 @@ TABLE=$OUT/table.md
         "$(mb "$RSS_AFTER_IDLE") MB after they closed; peak (VmHWM) $(mb "$RSS_PEAK") MB." \
         "For comparison, nginx proxy_pass's workers: $(mb "$NGX_RSS_BEFORE") MB → $(mb "$NGX_RSS_IDLE") MB with the same $IDLE_CONNS idle connections."
     echo
-    echo "wrk: $WRK_THREADS thread(s) pinned to CPU $WRK_CPUS, ${WARMUP}s warm-up + ${DURATION}s per row; servers pinned to: ${SERVER_CPUS:-none (free on all CPUs)}." \
+    echo "wrk: $WRK_THREADS thread(s) pinned to CPU $WRK_CPUS, ${WARMUP}s warm-up + ${DURATION}s per row and round, $ROUNDS rounds (medians); servers pinned to: ${SERVER_CPUS:-none (free on all CPUs)}." \
         "WXGATE_LOG=$WXGATE_LOG, stderr to a file ($LOG_LINES lines); nginx access log to a file (combined format)."
     echo "Machine: $(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo); $(uname -sr); $("$NGINX" -v 2>&1 | sed 's/.*: //'); $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'); load before the run: $LOAD_BEFORE."
 } >"$TABLE"
