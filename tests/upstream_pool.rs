@@ -134,3 +134,100 @@ async fn an_upstream_closing_idle_connections_costs_no_failed_request() {
         }
     }
 }
+
+/// An upstream that answers as soon as it has the request head, then reads (and drops) a
+/// chunked request body to its end before taking the next request on the connection.
+async fn early_answer_upstream() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut b = [0u8; 4096];
+                loop {
+                    // The head.
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match s.read(&mut b).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&b[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    buf.drain(..end);
+                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nearly")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    // The body, if chunked: up to the last chunk.
+                    if head.contains("transfer-encoding: chunked") {
+                        loop {
+                            if let Some(i) = buf.windows(5).position(|w| w == b"0\r\n\r\n") {
+                                buf.drain(..i + 5);
+                                break;
+                            }
+                            match s.read(&mut b).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&b[..n]),
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_still_sending_a_request_body_is_not_lent_out() {
+    let (url, _task) = early_answer_upstream().await;
+    let gw = start_gateway(&config(&url)).await;
+
+    // An upload whose response comes back before its body is done.
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let mut upload = h1_connect::<ChannelBody>(gw.addr()).await;
+    let req = hyper::Request::post("/upload")
+        .header("host", "gw.test")
+        .body(ChannelBody::new(rx))
+        .unwrap();
+    tx.send(bytes::Bytes::from_static(b"part one"))
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), upload.send_request(req))
+        .await
+        .expect("the early answer")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Meanwhile other requests are served at once, on another connection: the busy one
+    // must not be handed out (it would wait for the upload to finish).
+    for i in 0..3 {
+        let resp = tokio::time::timeout(
+            Duration::from_secs(3),
+            client().get(gw.url(&format!("/other{i}"))).send(),
+        )
+        .await
+        .expect("a request waited on the busy upstream connection")
+        .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.text().await.unwrap(), "early");
+    }
+
+    // The upload finishes; everything still works afterwards.
+    tx.send(bytes::Bytes::from_static(b"part two"))
+        .await
+        .unwrap();
+    drop(tx);
+    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+    let resp = client().get(gw.url("/last")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
