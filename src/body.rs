@@ -122,15 +122,26 @@ impl Progress {
 pin_project_lite::pin_project! {
     /// A client's request body on its way upstream, recording progress as it streams.
     pub struct RequestBody {
-        #[pin]
-        inner: Incoming,
+        // None: no body (a copy of a bodiless request, sent again).
+        inner: Option<Incoming>,
         progress: std::sync::Arc<Progress>,
     }
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, progress: std::sync::Arc<Progress>) -> RequestBody {
-        RequestBody { inner, progress }
+        RequestBody {
+            inner: Some(inner),
+            progress,
+        }
+    }
+
+    /// No body at all.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            progress: Progress::new(),
+        }
     }
 }
 
@@ -143,7 +154,10 @@ impl http_body::Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(_))) = &polled {
             this.progress.touch();
         }
@@ -151,10 +165,12 @@ impl http_body::Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
     }
 }

@@ -56,18 +56,12 @@ struct RawServer {
     request_timeout: Option<String>,
     shutdown_timeout: Option<String>,
     keepalive_timeout: Option<String>,
-    workers: Option<RawWorkers>,
+    upstream_idle_timeout: Option<String>,
+    /// A number or `"auto"`: kept as a TOML value so a wrong type gets the same clear error.
+    workers: Option<toml::Value>,
     max_request_header_bytes: Option<u64>,
     upstream_ca: Option<String>,
     tls: Option<RawTls>,
-}
-
-/// `server.workers`: a count or `"auto"`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum RawWorkers {
-    Count(i64),
-    Name(String),
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +160,8 @@ pub struct ServerSettings {
     pub shutdown_timeout: Duration,
     /// How long an idle keep-alive client connection is kept open.
     pub keepalive_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept open.
+    pub upstream_idle_timeout: Duration,
     /// Threads that serve connections, each with its own event loop and upstream pool.
     pub workers: usize,
     pub max_request_header_bytes: usize,
@@ -606,10 +602,15 @@ impl Validator<'_> {
             s.keepalive_timeout.as_deref(),
             Duration::from_secs(30),
         )?;
+        let upstream_idle_timeout = self.duration(
+            "server.upstream_idle_timeout",
+            s.upstream_idle_timeout.as_deref(),
+            Duration::from_secs(60),
+        )?;
         let workers = match s.workers {
             None => default_workers(),
-            Some(RawWorkers::Name(n)) if n == "auto" => default_workers(),
-            Some(RawWorkers::Count(n)) if (1..=MAX_WORKERS as i64).contains(&n) => n as usize,
+            Some(toml::Value::String(n)) if n == "auto" => default_workers(),
+            Some(toml::Value::Integer(n)) if (1..=MAX_WORKERS as i64).contains(&n) => n as usize,
             Some(_) => {
                 return Err(self.err(
                     "server.workers",
@@ -649,6 +650,7 @@ impl Validator<'_> {
             request_timeout,
             shutdown_timeout,
             keepalive_timeout,
+            upstream_idle_timeout,
             workers,
             max_request_header_bytes,
             upstream_ca,
@@ -1031,6 +1033,7 @@ mod tests {
     fn workers_and_keepalive_timeout() {
         let s = load(MIN).unwrap();
         assert_eq!(s.server.keepalive_timeout, Duration::from_secs(30));
+        assert_eq!(s.server.upstream_idle_timeout, Duration::from_secs(60));
         assert_eq!(s.server.workers, default_workers());
         assert!(s.server.workers >= 1);
         let with = |extra: &str| load(&MIN.replace("[server]", &format!("[server]\n{extra}")));
@@ -1046,6 +1049,8 @@ mod tests {
             "workers = -1",
             "workers = 257",
             "workers = \"many\"",
+            "workers = 1.5",
+            "workers = [2]",
         ] {
             let e = with(bad).unwrap_err();
             assert_eq!(e.key, "server.workers", "{bad}: {e}");

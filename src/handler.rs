@@ -35,11 +35,7 @@ impl Gateway {
         let auth = Auth::from_settings(&settings)?;
         Ok(Gateway {
             router: Router::new(&settings.routes),
-            proxy: Proxy::new(
-                settings.server.request_timeout,
-                &settings.server.upstream_ca,
-                settings.server.workers,
-            ),
+            proxy: Proxy::new(&settings.server),
             auth,
             settings,
             ready: AtomicBool::new(false),

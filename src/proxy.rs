@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::auth::Permit;
 use crate::body::{Body, Progress, RequestBody};
-use crate::config::RouteSettings;
+use crate::config::{RouteSettings, ServerSettings};
 use crate::error::GatewayError;
 use crate::headers::{self, ClientView};
 use crate::routes;
@@ -41,12 +41,9 @@ impl Proxy {
     /// `upstream_ca`: CAs trusted for https upstreams besides the public web roots (already
     /// validated when the config was loaded).
     /// `workers`: how many pools to keep (see [`crate::server::worker_index`]).
-    pub fn new(
-        timeout: Duration,
-        upstream_ca: &[rustls::pki_types::CertificateDer<'static>],
-        workers: usize,
-    ) -> Proxy {
-        let tls = crate::tls::upstream_client_config(upstream_ca).unwrap_or_else(|e| {
+    pub fn new(server: &ServerSettings) -> Proxy {
+        let timeout = server.request_timeout;
+        let tls = crate::tls::upstream_client_config(&server.upstream_ca).unwrap_or_else(|e| {
             tracing::error!(error = %e, "server.upstream_ca unusable; trusting the public roots only");
             crate::tls::upstream_client_config(&[]).expect("the public roots are valid")
         });
@@ -60,7 +57,7 @@ impl Proxy {
             .enable_http1()
             .wrap_connector(http);
         Proxy {
-            upstreams: Upstreams::new(https, workers),
+            upstreams: Upstreams::new(https, server.workers, server.upstream_idle_timeout),
             timeout,
         }
     }

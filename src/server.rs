@@ -213,7 +213,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, workers: Vec<Wo
                                 let (std, peer) = e.0;
                                 TcpStream::from_std(std).ok().map(|s| (s, peer))
                             }),
-                            Err(_) => None,
+                            Err(e) => {
+                                tracing::warn!(%peer, error = %e, "cannot hand a connection to a worker");
+                                None
+                            }
                         },
                     };
                     if let Some((stream, peer)) = handed {

@@ -2,7 +2,7 @@
 //! small pool per server worker. A connection goes back to its pool when its response body
 //! has been read to the end, so a request costs a lookup in a short list and no extra task.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
@@ -18,8 +18,6 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// Idle connections kept per worker; more are closed.
 const MAX_IDLE: usize = 1024;
-/// An idle connection unused for this long is closed (upstreams close theirs too).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a connection goes: scheme and authority.
 #[derive(Clone, PartialEq, Eq)]
@@ -39,6 +37,18 @@ struct Idle {
 struct Idles {
     list: Vec<Idle>,
     swept: Option<Instant>,
+    /// Whether a sweeper task runs for this pool (see [`ensure_sweeper`]).
+    sweeper: bool,
+}
+
+impl Idles {
+    /// Drops the connections that are closed or idle for `timeout`; dropping the last
+    /// `SendRequest` ends the connection's task, which closes the socket.
+    fn sweep(&mut self, now: Instant, timeout: Duration) {
+        self.swept = Some(now);
+        self.list
+            .retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < timeout);
+    }
 }
 
 type Pool = Arc<Mutex<Idles>>;
@@ -47,6 +57,7 @@ type Pool = Arc<Mutex<Idles>>;
 pub struct Upstreams {
     pools: Vec<Pool>,
     connector: Connector,
+    idle_timeout: Duration,
 }
 
 /// Why an upstream request failed, for the error page and the log.
@@ -132,10 +143,13 @@ fn put_back(pool: &Pool, key: Key, sender: SendRequest<RequestBody>) {
 }
 
 impl Upstreams {
-    pub fn new(connector: Connector, workers: usize) -> Upstreams {
+    /// `idle_timeout` (`server.upstream_idle_timeout`): a pooled connection unused for this
+    /// long is closed, by the pool's sweeper even when no request comes.
+    pub fn new(connector: Connector, workers: usize, idle_timeout: Duration) -> Upstreams {
         Upstreams {
             pools: (0..workers.max(1)).map(|_| Pool::default()).collect(),
             connector,
+            idle_timeout,
         }
     }
 
@@ -152,24 +166,33 @@ impl Upstreams {
             https,
             authority: authority.clone(),
         };
-        while let Some(mut sender) = checkout(pool, &key) {
+        while let Some(mut sender) = checkout(pool, &key, self.idle_timeout) {
             // Ready at once, unless its previous response is still being wrapped up.
             if sender.ready().await.is_err() {
                 continue;
             }
+            // An upstream may close an idle connection just as a request goes out on it
+            // (Node's 5 s keep-alive timeout, say). A request that can safely be sent twice
+            // is then retried once on a new connection, as nginx does; others get the error.
+            let replay = replayable(&req);
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, self.lease(pool, key, sender))),
-                // The upstream closed the idle connection as the request went out; it was
-                // not sent, so it is safe to try another connection.
-                Err(mut e) => match e.take_message() {
-                    Some(r) => req = r,
-                    None => return Err(SendError::Http(e.into_error())),
+                Err(mut e) => match (e.take_message(), replay) {
+                    // Not sent at all: try another connection.
+                    (Some(r), _) => req = r,
+                    (None, Some(r)) => {
+                        tracing::debug!(error = %e.into_error(), "reused upstream connection failed; retrying");
+                        req = r;
+                        break;
+                    }
+                    (None, None) => return Err(SendError::Http(e.into_error())),
                 },
             }
         }
         // Boxed: connecting is the rare path, and its state would otherwise make every
         // request's future (moved several times on its way into hyper) larger.
         let mut sender = Box::pin(self.connect(&key)).await?;
+        ensure_sweeper(pool, self.idle_timeout);
         let resp = sender.send_request(req).await.map_err(SendError::Http)?;
         Ok((resp, self.lease(pool, key, sender)))
     }
@@ -211,24 +234,103 @@ impl Upstreams {
     }
 }
 
+/// A copy to send again if a reused connection fails before any answer: only for idempotent
+/// methods without a body (a streamed body cannot be sent twice).
+fn replayable(req: &Request<RequestBody>) -> Option<Request<RequestBody>> {
+    if !req.method().is_idempotent() || !http_body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let mut copy = Request::new(RequestBody::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 /// The most recently returned idle connection to `key` (the others can time out). Once a
 /// second the list is swept of connections that are closed or too old.
-fn checkout(pool: &Pool, key: &Key) -> Option<SendRequest<RequestBody>> {
+fn checkout(pool: &Pool, key: &Key, timeout: Duration) -> Option<SendRequest<RequestBody>> {
     let mut idle = pool.lock().ok()?;
     let now = Instant::now();
     if idle
         .swept
         .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
     {
-        idle.swept = Some(now);
-        idle.list
-            .retain(|i| !i.sender.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT);
+        idle.sweep(now, timeout);
     }
     loop {
         let at = idle.list.iter().rposition(|i| i.key == *key)?;
         let i = idle.list.swap_remove(at);
-        if !i.sender.is_closed() && now.duration_since(i.since) < IDLE_TIMEOUT {
+        if !i.sender.is_closed() && now.duration_since(i.since) < timeout {
             return Some(i.sender);
         }
+    }
+}
+
+/// Starts, on the calling worker's runtime, a task that sweeps `pool` every half idle timeout,
+/// so idle connections are closed even when traffic stops. One per pool: the task clears the
+/// flag when it ends (its runtime shut down, or the pool is gone).
+fn ensure_sweeper(pool: &Pool, timeout: Duration) {
+    match pool.lock() {
+        Ok(mut idle) if !idle.sweeper => idle.sweeper = true,
+        _ => return,
+    }
+    struct Running(Weak<Mutex<Idles>>);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if let Some(pool) = self.0.upgrade() {
+                if let Ok(mut idle) = pool.lock() {
+                    idle.sweeper = false;
+                }
+            }
+        }
+    }
+    let running = Running(Arc::downgrade(pool));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(timeout / 2).await;
+            let Some(pool) = running.0.upgrade() else {
+                return;
+            };
+            // Taken out under the lock, dropped (closing their sockets) after it.
+            let expired = match pool.lock() {
+                Ok(mut idle) => {
+                    let before = std::mem::take(&mut idle.list);
+                    let now = Instant::now();
+                    let (keep, expired): (Vec<_>, Vec<_>) = before.into_iter().partition(|i| {
+                        !i.sender.is_closed() && now.duration_since(i.since) < timeout
+                    });
+                    idle.list = keep;
+                    idle.swept = Some(now);
+                    expired
+                }
+                Err(_) => return,
+            };
+            drop(expired);
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_bodiless_idempotent_requests_are_replayed() {
+        let req = |m: &str| {
+            Request::builder()
+                .method(m)
+                .uri("/a?b=1")
+                .header("x-request-id", "r1")
+                .body(RequestBody::empty())
+                .unwrap()
+        };
+        let copy = replayable(&req("GET")).expect("GET is replayed");
+        assert_eq!(copy.uri(), "/a?b=1");
+        assert_eq!(copy.headers()["x-request-id"], "r1");
+        assert!(replayable(&req("PUT")).is_some());
+        assert!(replayable(&req("POST")).is_none());
+        assert!(replayable(&req("PATCH")).is_none());
     }
 }

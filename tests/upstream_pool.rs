@@ -231,3 +231,39 @@ async fn a_connection_still_sending_a_request_body_is_not_lent_out() {
     let resp = client().get(gw.url("/last")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_close_after_upstream_idle_timeout_without_traffic() {
+    // An upstream that answers one request and reports when the gateway closes the
+    // connection.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut b = [0u8; 4096];
+        let _ = s.read(&mut b).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        let answered = std::time::Instant::now();
+        while !matches!(s.read(&mut b).await, Ok(0) | Err(_)) {}
+        let _ = closed_tx.send(answered.elapsed());
+    });
+    let toml = config(&url).replace(
+        "workers = 1\n",
+        "workers = 1\nupstream_idle_timeout = \"1s\"\n",
+    );
+    let gw = start_gateway(&toml).await;
+    let resp = client().get(gw.url("/once")).send().await.unwrap();
+    assert_eq!(resp.text().await.unwrap(), "ok");
+    // No further request: the pool's sweeper must close the connection on its own.
+    let after = tokio::time::timeout(Duration::from_secs(6), closed_rx)
+        .await
+        .expect("the idle upstream connection was never closed")
+        .unwrap();
+    assert!(
+        after >= Duration::from_millis(900),
+        "closed after {after:?}, before upstream_idle_timeout"
+    );
+}
