@@ -53,7 +53,7 @@ upstream = "http://127.0.0.1:3000"
     };
     let settings = Settings::from_toml(toml, &dir.path().join("gateway.toml"), dir.path(), &env)
         .expect("settings");
-    Auth::from_settings(&settings)
+    Auth::from_settings(&settings, &wxgate::store::Stores::memory(), None)
         .expect("auth")
         .expect("auth configured")
 }

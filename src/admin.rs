@@ -5,9 +5,9 @@
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
+use crate::app::{Gateway, Snapshot};
 use crate::body::Body;
 use crate::error::GatewayError;
-use crate::handler::Gateway;
 use crate::headers::ClientView;
 use crate::pages;
 
@@ -16,11 +16,12 @@ pub const PREFIX: &str = "/_wxgate/";
 /// Answers the request if it is the gateway's own; `None` lets it go on to routing.
 pub async fn serve(
     gateway: &Gateway,
+    snap: &Snapshot,
     req: &Request<Incoming>,
     view: &ClientView,
 ) -> Result<Option<http::Response<Body>>, GatewayError> {
     let path = req.uri().path();
-    if let Some(resp) = verify_file(gateway, req.method(), path) {
+    if let Some(resp) = verify_file(snap, req.method(), path) {
         return Ok(Some(resp));
     }
     // `/_wxgate` itself belongs to the gateway too: never forwarded.
@@ -43,7 +44,7 @@ pub async fn serve(
         "healthz" => pages::text(StatusCode::OK, "ok\n"),
         "readyz" if gateway.is_ready() => pages::text(StatusCode::OK, "ready\n"),
         "readyz" => pages::text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        _ => match gateway.auth() {
+        _ => match &snap.auth {
             Some(auth) => match auth.serve_endpoint(name, req, view).await? {
                 Some(resp) => resp,
                 None => return Err(GatewayError::NoRoute),
@@ -56,21 +57,21 @@ pub async fn serve(
 
 /// Whether `serve` may answer this path: a cheap test, so the handler awaits `serve` (a large
 /// future, because of the login callback) only for the gateway's own paths.
-pub fn owns(gateway: &Gateway, path: &str) -> bool {
+pub fn owns(snap: &Snapshot, path: &str) -> bool {
     path.starts_with("/_wxgate")
-        || gateway
-            .settings()
+        || snap
+            .settings
             .wechat
             .as_ref()
             .is_some_and(|w| w.verify_files.contains_key(path.trim_start_matches('/')))
 }
 
-fn verify_file(gateway: &Gateway, method: &Method, path: &str) -> Option<http::Response<Body>> {
+fn verify_file(snap: &Snapshot, method: &Method, path: &str) -> Option<http::Response<Body>> {
     if method != Method::GET && method != Method::HEAD {
         return None;
     }
     let name = path.strip_prefix('/')?;
-    let content = gateway.settings().wechat.as_ref()?.verify_files.get(name)?;
+    let content = snap.settings.wechat.as_ref()?.verify_files.get(name)?;
     let mut resp = http::Response::new(Body::full(content.clone()));
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,

@@ -16,9 +16,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::OnceCell;
 
+use crate::app::Gateway;
 use crate::auth::jwt::{generate_pem, Alg};
 use crate::config::Settings;
-use crate::handler::Gateway;
 use crate::pages::{escape, html_document};
 use crate::simulator::{self, SimConfig, SimHandle};
 

@@ -1,9 +1,8 @@
 //! One request, in phases: size check → gateway's own paths → route → authenticate →
 //! forward → log. Each phase is a plain function in its own module; this file only
-//! sequences them and owns the shared [`Gateway`] state.
+//! sequences them, reading one configuration snapshot from start to end.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,52 +11,13 @@ use hyper::body::Incoming;
 
 use crate::accesslog::{self, LoggedBody};
 use crate::admin;
+use crate::app::{Gateway, Snapshot};
 use crate::auth::{self, Auth, Decision};
 use crate::body::Body;
-use crate::config::{ConfigError, RouteSettings, Settings};
+use crate::config::RouteSettings;
 use crate::error::GatewayError;
 use crate::headers::{self, ClientView};
-use crate::proxy::{Forward, Proxy};
-use crate::routes::Router;
-
-/// Everything a request needs, built once at start-up.
-pub struct Gateway {
-    settings: Settings,
-    router: Router,
-    proxy: Proxy,
-    auth: Option<Auth>,
-    ready: AtomicBool,
-}
-
-impl Gateway {
-    /// Builds the gateway; key material that fails to load is reported as a config error.
-    pub fn new(settings: Settings) -> Result<Gateway, ConfigError> {
-        let auth = Auth::from_settings(&settings)?;
-        Ok(Gateway {
-            router: Router::new(&settings.routes),
-            proxy: Proxy::new(&settings.server),
-            auth,
-            settings,
-            ready: AtomicBool::new(false),
-        })
-    }
-
-    pub fn settings(&self) -> &Settings {
-        &self.settings
-    }
-
-    pub fn auth(&self) -> Option<&Auth> {
-        self.auth.as_ref()
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-}
+use crate::proxy::Forward;
 
 /// Serves one request; never fails (errors become short pages) and always logs once.
 pub async fn handle(
@@ -67,20 +27,22 @@ pub async fn handle(
     tls: bool,
 ) -> Response<LoggedBody> {
     let started = Instant::now();
+    // One snapshot for the whole request: a reload meanwhile does not change its rules.
+    let snap = gateway.snapshot();
     let request_id = headers::request_id(req.headers());
     let view = ClientView::new(
         peer,
         tls,
         req.uri(),
         req.headers(),
-        &gateway.settings.server.trusted_proxies,
+        &snap.settings.server.trusted_proxies,
     );
     let wants_json = headers::wants_json(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_string();
 
     let mut route = None;
-    let mut resp = match phases(&gateway, req, &view, &request_id, &mut route).await {
+    let mut resp = match phases(&gateway, &snap, req, &view, &request_id, &mut route).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(wants_json, request_id.to_str().unwrap_or("-")),
     };
@@ -111,29 +73,30 @@ pub async fn handle(
 
 async fn phases(
     gateway: &Gateway,
+    snap: &Snapshot,
     req: Request<Incoming>,
     view: &ClientView,
     request_id: &http::HeaderValue,
     chosen: &mut Option<Arc<RouteSettings>>,
 ) -> Result<Response<Body>, GatewayError> {
     let size = headers::header_bytes(req.headers());
-    if size > gateway.settings.server.max_request_header_bytes {
+    if size > snap.settings.server.max_request_header_bytes {
         return Err(GatewayError::HeadersTooLarge(size));
     }
     // Boxed, and only for the gateway's own paths: its future is large (the login callback's
     // code exchange), and would otherwise enlarge every request's future, which is moved
     // several times on its way into hyper.
-    if admin::owns(gateway, req.uri().path()) {
-        if let Some(resp) = Box::pin(admin::serve(gateway, &req, view)).await? {
+    if admin::owns(snap, req.uri().path()) {
+        if let Some(resp) = Box::pin(admin::serve(gateway, snap, &req, view)).await? {
             return Ok(resp);
         }
     }
-    let route = gateway
+    let route = snap
         .router
         .select(&view.host, req.uri().path())
         .ok_or(GatewayError::NoRoute)?;
     *chosen = Some(route.clone());
-    let permit = match auth::authenticate(gateway.auth(), route, &req, view).await? {
+    let permit = match auth::authenticate(snap.auth.as_ref(), route, &req, view).await? {
         Decision::Forward(permit) => permit,
         Decision::Respond(resp) => return Ok(*resp),
     };
@@ -141,8 +104,8 @@ async fn phases(
         route,
         view,
         request_id,
-        jwt_header: gateway.auth().map(Auth::jwt_header),
-        own_cookies: gateway.auth().map_or(&[], Auth::cookie_names),
+        jwt_header: snap.auth.as_ref().map(Auth::jwt_header),
+        own_cookies: snap.auth.as_ref().map_or(&[], Auth::cookie_names),
     };
-    gateway.proxy.forward(fwd, req, permit).await
+    gateway.proxy().forward(fwd, req, permit).await
 }

@@ -5,6 +5,7 @@
 
 pub mod accesslog;
 pub mod admin;
+pub mod app;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod proxy;
 pub mod routes;
 pub mod server;
 pub mod simulator;
+pub mod store;
 pub mod tls;
 pub mod upstream;
 pub mod wechat;

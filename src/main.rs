@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use wxgate::app::Gateway;
 use wxgate::config::{self, AuthMode, NonWechat, Settings};
-use wxgate::handler::Gateway;
 
 const EX_CONFIG: u8 = 78;
 
@@ -126,6 +126,7 @@ fn main() -> ExitCode {
     let _log = init_logging(cli.log_format);
     match cli.command {
         Command::Run { config } => {
+            let path = config.clone().unwrap_or_else(config::default_path);
             let settings = match load(config) {
                 Ok(s) => s,
                 Err(code) => return code,
@@ -136,7 +137,7 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("cannot start the tokio runtime");
-            runtime.block_on(run(settings))
+            runtime.block_on(run(settings, path))
         }
         Command::Check { config } => match load(config) {
             Ok(settings) => {
@@ -224,7 +225,7 @@ fn build(settings: Settings) -> Result<Gateway, ExitCode> {
     })
 }
 
-async fn run(settings: Settings) -> ExitCode {
+async fn run(settings: Settings, path: PathBuf) -> ExitCode {
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }
@@ -233,6 +234,10 @@ async fn run(settings: Settings) -> ExitCode {
         Err(code) => return code,
     };
     let stop = wxgate::server::termination_signal();
+    // Before listening, so a SIGHUP sent after the "listening" line never kills the process.
+    if let Err(e) = wxgate::server::reload_on_hangup(gateway.clone(), path) {
+        tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload needs a restart");
+    }
     let server = match wxgate::server::start(gateway).await {
         Ok(s) => s,
         Err(e) => {

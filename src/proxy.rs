@@ -23,7 +23,8 @@ use crate::upstream::{Lease, SendError, Upstreams};
 /// only uses its own pool, so a request and its upstream connection stay on one thread.
 pub struct Proxy {
     upstreams: Upstreams,
-    timeout: Duration,
+    /// `server.request_timeout` in milliseconds: live, a reload may change it.
+    timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 /// What the proxy needs to know about the request besides the request itself.
@@ -58,8 +59,20 @@ impl Proxy {
             .wrap_connector(http);
         Proxy {
             upstreams: Upstreams::new(https, server.workers, server.upstream_idle_timeout),
-            timeout,
+            timeout_ms: std::sync::atomic::AtomicU64::new(timeout.as_millis() as u64),
         }
+    }
+
+    /// Applies a reloaded `server.request_timeout` to the requests that start after it.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout_ms.store(
+            timeout.as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub async fn forward(
@@ -98,7 +111,7 @@ impl Proxy {
         let body = RequestBody::new(body, progress.clone());
         let request = Request::from_parts(parts, body);
         let (mut resp, lease) = match self.send(fwd.route, request, &progress).await {
-            Err(None) => return Err(GatewayError::UpstreamTimeout(self.timeout)),
+            Err(None) => return Err(GatewayError::UpstreamTimeout(self.timeout())),
             Err(Some(e)) => {
                 return Err(GatewayError::UpstreamUnreachable(format!(
                     "{}: {e}",
@@ -152,12 +165,13 @@ impl Proxy {
         let up = &route.upstream;
         let sent = self.upstreams.send(up.https, &up.authority, req);
         tokio::pin!(sent);
-        let mut deadline = tokio::time::Instant::now() + self.timeout;
+        let timeout = self.timeout();
+        let mut deadline = tokio::time::Instant::now() + timeout;
         loop {
             tokio::select! {
                 result = &mut sent => return result.map_err(Some),
                 _ = tokio::time::sleep_until(deadline) => {
-                    let next = tokio::time::Instant::from_std(progress.last()) + self.timeout;
+                    let next = tokio::time::Instant::from_std(progress.last()) + timeout;
                     if next <= tokio::time::Instant::now() {
                         return Err(None);
                     }

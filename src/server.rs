@@ -29,7 +29,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 
-use crate::handler::{self, Gateway};
+use crate::app::Gateway;
+use crate::handler;
 
 /// How long a client may take to send a request's headers, and to send its first byte.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -94,7 +95,9 @@ impl Running {
 /// What every connection needs, shared by all workers.
 struct Shared {
     gateway: Arc<Gateway>,
-    tls: Option<TlsAcceptor>,
+    /// Whether the listener speaks TLS (fixed for the process); the certificate itself is the
+    /// current snapshot's, so a reload renews it for the next connections.
+    tls: bool,
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     keepalive: Duration,
@@ -111,13 +114,9 @@ struct Worker {
 /// Binds `server.listen`, starts `server.workers - 1` worker threads (the caller's runtime is
 /// worker 0 and runs the accept loop) and starts serving in the background.
 pub async fn start(gateway: Arc<Gateway>) -> io::Result<Running> {
-    let settings = &gateway.settings().server;
-    let tls = match &settings.tls {
-        Some(t) => Some(TlsAcceptor::from(
-            crate::tls::server_config(&t.cert, &t.key).map_err(io::Error::other)?,
-        )),
-        None => None,
-    };
+    let snap = gateway.snapshot();
+    let settings = &snap.settings.server;
+    let tls = snap.tls.is_some();
     let listener = TcpListener::bind(settings.listen).await?;
     let addr = listener.local_addr()?;
     let (stop, stop_rx) = watch::channel(false);
@@ -189,7 +188,11 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> io::Result<Worker> {
                         Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
                     }
                 }
-                drain(&tracker, shared.gateway.settings().server.shutdown_timeout).await;
+                drain(
+                    &tracker,
+                    shared.gateway.snapshot().settings.server.shutdown_timeout,
+                )
+                .await;
             });
             let _ = done_tx.send(());
         })?;
@@ -235,7 +238,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, workers: Vec<Wo
     let gateway = &shared.gateway;
     gateway.set_ready(false);
     drop(listener);
-    let limit = gateway.settings().server.shutdown_timeout;
+    let limit = gateway.snapshot().settings.server.shutdown_timeout;
     tracing::info!(?limit, "draining connections");
     let mut done = Vec::new();
     for w in workers {
@@ -270,10 +273,13 @@ async fn drain(tracker: &TaskTracker, limit: Duration) {
 /// that the task itself stays small: it is what an idle, parked connection costs.
 async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
-    match shared.tls.clone() {
-        None => serve_plain(stream, peer, shared).await,
-        Some(acceptor) => Box::pin(serve_tls(stream, peer, shared, acceptor)).await,
+    if !shared.tls {
+        return serve_plain(stream, peer, shared).await;
     }
+    let Some(acceptor) = shared.gateway.snapshot().tls.clone() else {
+        return;
+    };
+    Box::pin(serve_tls(stream, peer, shared, acceptor)).await
 }
 
 async fn serve_tls(
@@ -651,4 +657,27 @@ pub fn termination_signal() -> impl std::future::Future<Output = ()> {
         }
         let _ = ctrl_c.await;
     }
+}
+
+/// Reloads the configuration from `path` on every SIGHUP (`kill -HUP <pid>`, systemd's
+/// `ExecReload`). The handler is installed before this returns, so a SIGHUP sent once the
+/// gateway says it is listening never takes the process down (the default action).
+#[cfg(unix)]
+pub fn reload_on_hangup(gateway: Arc<Gateway>, path: std::path::PathBuf) -> io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!(file = %path.display(), "SIGHUP: reloading the configuration");
+            // Reading files and building keys blocks: keep it off the event loop.
+            let (g, p) = (gateway.clone(), path.clone());
+            let _ = tokio::task::spawn_blocking(move || g.reload_from(&p)).await;
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+pub fn reload_on_hangup(_gateway: Arc<Gateway>, _path: std::path::PathBuf) -> io::Result<()> {
+    Ok(())
 }

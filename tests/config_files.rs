@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use wxgate::app::Gateway;
 use wxgate::config::{AuthMode, ConfigError, JwtAlgorithm, NonWechat, Settings, UnionIdMode};
-use wxgate::handler::Gateway;
 
 const SESSION_SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 

@@ -98,6 +98,8 @@ pub struct JwtSigner {
     audience: String,
     ttl_secs: u64,
     jwks: Vec<u8>,
+    /// The public key as a JWK (`None` for HS256, whose secret is never published).
+    jwk: Option<serde_json::Value>,
 }
 
 impl fmt::Debug for JwtSigner {
@@ -367,7 +369,9 @@ impl JwtSigner {
         }
         let jwks = serde_json::to_vec(&serde_json::json!({ "keys": [jwk] }))
             .map_err(|e| format!("cannot serialise JWKS: {e}"))?;
-        Self::build(alg, kid, encoding_key, issuer, audience, ttl, jwks)
+        let mut signer = Self::build(alg, kid, encoding_key, issuer, audience, ttl, jwks)?;
+        signer.jwk = Some(jwk);
+        Ok(signer)
     }
 
     /// An HS256 signer with a shared secret of at least 32 bytes. The JWKS is
@@ -423,6 +427,7 @@ impl JwtSigner {
             audience,
             ttl_secs,
             jwks,
+            jwk: None,
         };
         // Sign once now so a key that ring rejects at signing time fails at
         // start-up, not on the first request.
@@ -437,6 +442,16 @@ impl JwtSigner {
 
     pub fn alg(&self) -> Alg {
         self.alg
+    }
+
+    /// The public key as a JWK with `kid`, `use` and `alg`; `None` for HS256.
+    pub fn jwk(&self) -> Option<&serde_json::Value> {
+        self.jwk.as_ref()
+    }
+
+    /// How long the tokens it signs live, in seconds.
+    pub fn ttl_secs(&self) -> u64 {
+        self.ttl_secs
     }
 
     /// The JWKS document (`{"keys":[...]}`), `{"keys":[]}` for HS256.

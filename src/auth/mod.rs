@@ -114,6 +114,8 @@ pub struct Auth {
     codec: SessionCodec,
     signer: JwtSigner,
     jwks: Bytes,
+    /// Public keys of earlier configurations, published until the tokens they signed expire.
+    retired: Vec<RetiredKey>,
     jwt_header: HeaderName,
     bearer: bool,
     session_ttl: u64,
@@ -125,6 +127,15 @@ pub struct Auth {
     recent_codes: flow::RecentCodes,
 }
 
+/// A JWT key replaced by a reload: its public half stays in the JWKS until `until`, so tokens
+/// signed before the reload keep verifying.
+#[derive(Clone)]
+struct RetiredKey {
+    kid: String,
+    jwk: serde_json::Value,
+    until: u64,
+}
+
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -132,7 +143,12 @@ pub fn now() -> u64 {
 }
 
 impl Auth {
-    pub fn from_settings(settings: &Settings) -> Result<Option<Auth>, ConfigError> {
+    /// `previous`: the auth of the configuration being replaced by a reload, if any.
+    pub fn from_settings(
+        settings: &Settings,
+        _stores: &crate::store::Stores,
+        previous: Option<&Auth>,
+    ) -> Result<Option<Auth>, ConfigError> {
         let (Some(wechat), Some(session), Some(jwt_cfg)) =
             (&settings.wechat, &settings.session, &settings.jwt)
         else {
@@ -179,6 +195,7 @@ impl Auth {
             ],
         ];
         let own_cookies = names.iter().flatten().cloned().collect();
+        let retired = previous.map_or_else(Vec::new, |p| p.retire(signer.kid(), now()));
         Ok(Some(Auth {
             appid: wechat.appid.clone(),
             open_base: wechat.open_base.clone(),
@@ -188,6 +205,7 @@ impl Auth {
             client,
             codec,
             jwks: Bytes::copy_from_slice(signer.jwks_json()),
+            retired,
             signer,
             bearer: jwt_cfg.header == header::AUTHORIZATION,
             jwt_header: jwt_cfg.header.clone(),
@@ -198,6 +216,44 @@ impl Auth {
             cache: SessionCache::default(),
             recent_codes: flow::RecentCodes::default(),
         }))
+    }
+
+    /// The keys to keep publishing after this configuration is replaced by one whose signing
+    /// key is `next_kid`: this one's (unless unchanged) and its own still-live retired keys.
+    fn retire(&self, next_kid: &str, now: u64) -> Vec<RetiredKey> {
+        let mut keys: Vec<RetiredKey> = self
+            .retired
+            .iter()
+            .filter(|k| k.until > now && k.kid != next_kid)
+            .cloned()
+            .collect();
+        if let Some(jwk) = self.signer.jwk().filter(|_| self.signer.kid() != next_kid) {
+            keys.retain(|k| k.kid != self.signer.kid());
+            keys.push(RetiredKey {
+                kid: self.signer.kid().to_string(),
+                jwk: jwk.clone(),
+                // A token signed just before the swap lives this long (plus a minute of
+                // clock skew between the gateway and its upstreams).
+                until: now + self.signer.ttl_secs() + 60,
+            });
+        }
+        keys
+    }
+
+    /// The JWKS document: the current key and every retired one still in use.
+    fn jwks(&self, now: u64) -> Bytes {
+        let live: Vec<&serde_json::Value> = self
+            .retired
+            .iter()
+            .filter(|k| k.until > now)
+            .map(|k| &k.jwk)
+            .collect();
+        if live.is_empty() {
+            return self.jwks.clone();
+        }
+        let keys: Vec<&serde_json::Value> = self.signer.jwk().into_iter().chain(live).collect();
+        serde_json::to_vec(&serde_json::json!({ "keys": keys }))
+            .map_or_else(|_| self.jwks.clone(), Bytes::from)
     }
 
     pub fn jwt_header(&self) -> &HeaderName {
@@ -305,7 +361,7 @@ impl Auth {
             "logout" => self.logout(req, view),
             "session" => self.session_info(req, view),
             "jwks.json" => {
-                let mut resp = pages::json_bytes(http::StatusCode::OK, self.jwks.clone());
+                let mut resp = pages::json_bytes(http::StatusCode::OK, self.jwks(now()));
                 resp.headers_mut().insert(
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("public, max-age=300"),

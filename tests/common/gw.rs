@@ -18,9 +18,9 @@ use hyper_util::rt::TokioIo;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wxgate::app::Gateway;
 use wxgate::auth::session::SessionCodec;
 use wxgate::config::Settings;
-use wxgate::handler::Gateway;
 use wxgate::server::Running;
 use wxgate::simulator::{SimHandle, DEFAULT_APPID, DEFAULT_SECRET};
 

@@ -28,8 +28,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
+use wxgate::app::Gateway;
 use wxgate::config::Settings;
-use wxgate::handler::Gateway;
 use wxgate::server::Running;
 
 /// The default bound on any single wait in the tests.
