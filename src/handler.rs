@@ -2,12 +2,13 @@
 //! forward → log. Each phase is a plain function in its own module; this file only
 //! sequences them and owns the shared [`Gateway`] state.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::accesslog::{self, LoggedBody};
@@ -62,12 +63,17 @@ impl Gateway {
 /// Serves one request; never fails (errors become short pages) and always logs once.
 pub async fn handle(
     gateway: Arc<Gateway>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
     tls: bool,
 ) -> Response<LoggedBody> {
     let started = Instant::now();
     let request_id = headers::request_id(req.headers());
+    // Before anything looks at the request: one validated authority, and one normalised path
+    // that routing, `/_wxgate/`, auth and the upstream all see.
+    let checked = headers::check_host(req.version(), req.uri(), req.headers())
+        .map_err(GatewayError::BadRequest)
+        .and_then(|()| normalize_target(&mut req));
     let view = ClientView::new(
         peer,
         tls,
@@ -77,10 +83,15 @@ pub async fn handle(
     );
     let wants_json = headers::wants_json(req.headers());
     let method = req.method().clone();
+    // Logged as routed (normalised); a refused path is logged as received.
     let path = req.uri().path().to_string();
 
     let mut route = None;
-    let mut resp = match phases(&gateway, req, &view, &request_id, &mut route).await {
+    let result = match checked {
+        Ok(()) => phases(&gateway, req, &view, &request_id, &mut route).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => e.into_response(wants_json, request_id.to_str().unwrap_or("-")),
     };
@@ -107,6 +118,26 @@ pub async fn handle(
         client_ip: view.client_ip,
     };
     Response::from_parts(parts, LoggedBody::new(body, entry))
+}
+
+/// Replaces the request's path with its normal form ([`crate::path::normalize`]), keeping the
+/// query as sent; refuses (400) a path that cannot be normalised safely. Nothing is allocated
+/// when the path is already normal.
+fn normalize_target(req: &mut Request<Incoming>) -> Result<(), GatewayError> {
+    let normal = match crate::path::normalize(req.uri().path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(p)) => p,
+        Err(refusal) => return Err(GatewayError::BadRequest(refusal.message())),
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    let target = match parts.path_and_query.as_ref().and_then(|pq| pq.query()) {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let invalid = || GatewayError::BadRequest("The request path is not valid.");
+    parts.path_and_query = Some(target.parse().map_err(|_| invalid())?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| invalid())?;
+    Ok(())
 }
 
 async fn phases(
