@@ -335,9 +335,11 @@ pub fn is_proxy_header(name: &str) -> bool {
         "x-proxyuser-ip",
     ];
     // Most names start with none of these letters: one comparison and done.
-    matches!(name.as_bytes().first().map(u8::to_ascii_lowercase), Some(b'x' | b'f' | b't' | b'c'))
-        && (PREFIXES.iter().any(|p| normalized_eq_prefix(name, p))
-            || NAMES.iter().any(|n| normalized_eq(name, n)))
+    matches!(
+        name.as_bytes().first().map(u8::to_ascii_lowercase),
+        Some(b'x' | b'f' | b't' | b'c')
+    ) && (PREFIXES.iter().any(|p| normalized_eq_prefix(name, p))
+        || NAMES.iter().any(|n| normalized_eq(name, n)))
 }
 
 /// Whether `value` is a valid `Host` (RFC 9110 §7.2): `host[:port]` where host is a
@@ -406,9 +408,7 @@ pub fn check_host(
         (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => {
             Err("The Host header does not match the request target.")
         }
-        (None, None) if version >= http::Version::HTTP_11 => {
-            Err("The request has no Host header.")
-        }
+        (None, None) if version >= http::Version::HTTP_11 => Err("The request has no Host header."),
         _ => Ok(()),
     }
 }
@@ -603,7 +603,11 @@ mod tests {
 
     #[test]
     fn connection_never_removes_host() {
-        let mut h = map(&[("host", "a.example"), ("connection", "host, x-hop"), ("x-hop", "1")]);
+        let mut h = map(&[
+            ("host", "a.example"),
+            ("connection", "host, x-hop"),
+            ("x-hop", "1"),
+        ]);
         remove_hop_by_hop(&mut h, false);
         assert_eq!(h["host"], "a.example");
         assert!(!h.contains_key("x-hop"));
@@ -666,7 +670,10 @@ mod tests {
         assert!(ok(h11, "/", &[]).is_err(), "HTTP/1.1 needs a Host");
         assert_eq!(ok(Version::HTTP_10, "/", &[]), Ok(()));
         assert!(ok(h11, "/", &[("host", "127.0.0.1#@evil.example")]).is_err());
-        assert_eq!(ok(h11, "http://A.example/x", &[("host", "a.example")]), Ok(()));
+        assert_eq!(
+            ok(h11, "http://A.example/x", &[("host", "a.example")]),
+            Ok(())
+        );
         assert!(ok(h11, "http://b.example/x", &[("host", "a.example")]).is_err());
         assert!(ok(h11, "http://u@a.example/x", &[("host", "a.example")]).is_err());
         // HTTP/2: :authority is the uri's authority.
@@ -700,7 +707,11 @@ mod tests {
             "forwarded",
         ];
         let mut pairs: Vec<(&str, &str)> = doomed.iter().map(|n| (*n, "6.6.6.6")).collect();
-        pairs.extend([("host", "a.example"), ("x-kept", "1"), ("x-http-method-override", "PUT")]);
+        pairs.extend([
+            ("host", "a.example"),
+            ("x-kept", "1"),
+            ("x-http-method-override", "PUT"),
+        ]);
         let h = map(&pairs);
         let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
         let v = ClientView::new(peer, false, &"/".parse().unwrap(), &h, &[]);
@@ -753,7 +764,10 @@ mod tests {
 
     #[test]
     fn invalid_forwarded_host_from_a_trusted_proxy_is_ignored() {
-        let h = map(&[("host", "a.example"), ("x-forwarded-host", "a.example#@evil.example")]);
+        let h = map(&[
+            ("host", "a.example"),
+            ("x-forwarded-host", "a.example#@evil.example"),
+        ]);
         let peer: SocketAddr = "10.0.0.2:1".parse().unwrap();
         let trusted = vec!["10.0.0.0/8".parse().unwrap()];
         let v = ClientView::new(peer, false, &"/".parse().unwrap(), &h, &trusted);

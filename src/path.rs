@@ -152,9 +152,7 @@ fn check(path: &str) -> Result<bool, Refusal> {
                     b'/' => return Err(Refusal::EncodedSlash),
                     b'\\' => return Err(Refusal::Backslash),
                     0..=0x1f | 0x7f => return Err(Refusal::ControlChar),
-                    b'%' if escape_at(s, i + 2).is_some() => {
-                        return Err(Refusal::DoubleEncoding)
-                    }
+                    b'%' if escape_at(s, i + 2).is_some() => return Err(Refusal::DoubleEncoding),
                     v if is_unreserved(v) => normal = false,
                     _ => {}
                 }
@@ -351,7 +349,10 @@ mod tests {
         assert_eq!(under("/admin", "/admin"), Some(""));
         assert_eq!(under("/admin", "/admin/x"), Some("/x"));
         assert_eq!(under("/admin", "/ADMIN/x"), Some("/x"));
-        assert_eq!(under("/admin", "/aDmIn;jsessionid=1"), Some(";jsessionid=1"));
+        assert_eq!(
+            under("/admin", "/aDmIn;jsessionid=1"),
+            Some(";jsessionid=1")
+        );
         assert_eq!(under("/admin", "/admin;a=b/c"), Some(";a=b/c"));
         assert_eq!(under("/admin", "/adminx"), None);
         assert_eq!(under("/admin", "/adm"), None);
@@ -371,8 +372,8 @@ mod tests {
     #[test]
     fn properties_over_generated_paths() {
         const TOKENS: [&str; 24] = [
-            "/", "/", "//", ".", "..", "%2e", "%2E", "%2e%2e", ";", ";x", "a", "B", "%41",
-            "%25", "%2f", "%5c", "\\", "%00", "%", "2e", "~", "%7e", "%3b", "é",
+            "/", "/", "//", ".", "..", "%2e", "%2E", "%2e%2e", ";", ";x", "a", "B", "%41", "%25",
+            "%2f", "%5c", "\\", "%00", "%", "2e", "~", "%7e", "%3b", "é",
         ];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {
@@ -396,7 +397,10 @@ mod tests {
             assert!(out.starts_with('/'), "{p:?} -> {out:?}");
             assert!(!out.contains("//"), "{p:?} -> {out:?}");
             assert!(!out.contains('\\'), "{p:?} -> {out:?}");
-            assert!(!out.bytes().any(|b| b < 0x20 || b == 0x7f), "{p:?} -> {out:?}");
+            assert!(
+                !out.bytes().any(|b| b < 0x20 || b == 0x7f),
+                "{p:?} -> {out:?}"
+            );
             let lower = out.to_ascii_lowercase();
             for bad in ["%2f", "%5c", "%00", "%2e", "%41", "%7e"] {
                 assert!(!lower.contains(bad), "{p:?} -> {out:?}");

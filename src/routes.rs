@@ -147,11 +147,21 @@ mod tests {
              [[route]]\nname=\"odd\"\npath=\"/x//%7Eme\"\nupstream=\"http://b\"\n",
         );
         let name = |p: &str| r.select("h", p).map(|r| r.name.clone());
-        for p in ["/admin", "/ADMIN", "/Admin/x", "/admin;jsessionid=x", "/admin;a/x"] {
+        for p in [
+            "/admin",
+            "/ADMIN",
+            "/Admin/x",
+            "/admin;jsessionid=x",
+            "/admin;a/x",
+        ] {
             assert_eq!(name(p).as_deref(), Some("admin"), "{p}");
         }
         assert_eq!(name("/admin;x/KEYS/1").as_deref(), Some("deep"));
         assert_eq!(name("/adminx").as_deref(), Some("any"));
-        assert_eq!(name("/x/~me/1").as_deref(), Some("odd"), "prefixes are normalised");
+        assert_eq!(
+            name("/x/~me/1").as_deref(),
+            Some("odd"),
+            "prefixes are normalised"
+        );
     }
 }

@@ -25,7 +25,8 @@ fn location(head: &str) -> String {
     head.lines()
         .find_map(|l| {
             let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("location").then(|| v.trim().to_string())
+            k.eq_ignore_ascii_case("location")
+                .then(|| v.trim().to_string())
         })
         .unwrap_or_default()
 }
@@ -40,7 +41,11 @@ async fn a_host_that_is_not_host_port_is_refused() {
     let gw = gateway(&s).await;
     let page = format!("User-Agent: {WECHAT_UA}\r\nAccept: {HTML_ACCEPT}");
     // The sane case first: the login's redirect_uri is on the Host the browser used.
-    let (status, head, _) = raw(&gw, &format!("GET / HTTP/1.1\r\nHost: {}\r\n{page}", gw.addr())).await;
+    let (status, head, _) = raw(
+        &gw,
+        &format!("GET / HTTP/1.1\r\nHost: {}\r\n{page}", gw.addr()),
+    )
+    .await;
     assert_eq!(status, 302, "{head}");
     assert_eq!(
         redirect_uri(&head),
@@ -60,7 +65,8 @@ async fn a_host_that_is_not_host_port_is_refused() {
         "[::1",
         "",
     ] {
-        let (status, head, body) = raw(&gw, &format!("GET / HTTP/1.1\r\nHost: {host}\r\n{page}")).await;
+        let (status, head, body) =
+            raw(&gw, &format!("GET / HTTP/1.1\r\nHost: {host}\r\n{page}")).await;
         assert_eq!(status, 400, "Host {host:?}: {head}\n{body}");
         assert!(!location(&head).contains("evil"), "Host {host:?}: {head}");
     }
@@ -100,7 +106,8 @@ async fn http2_authority_with_userinfo_is_refused() {
     let a = gw.addr();
     let (status, _, body) = gw::h2c_get(a, &format!("http://user:pw@{a}/off/x"), &[]).await;
     assert_eq!(status, 400, "{body}");
-    let (status, _, body) = gw::h2c_get(a, &format!("http://{a}/off/x"), &[("host", "evil.example")]).await;
+    let (status, _, body) =
+        gw::h2c_get(a, &format!("http://{a}/off/x"), &[("host", "evil.example")]).await;
     assert_eq!(status, 400, "a Host that disagrees with :authority: {body}");
     let (status, _, body) = gw::h2c_get(a, &format!("http://{a}/off/x"), &[]).await;
     assert_eq!(status, 200, "{body}");
@@ -120,7 +127,11 @@ async fn connection_cannot_remove_host() {
         .await;
         assert_eq!(status, 200, "{body}");
         let seen = Seen::parse(&body);
-        assert_eq!(seen.header("host"), Some(a.to_string()), "Connection: {connection}");
+        assert_eq!(
+            seen.header("host"),
+            Some(a.to_string()),
+            "Connection: {connection}"
+        );
     }
 }
 
@@ -149,7 +160,10 @@ auth = "required"
     )
     .await;
     assert_eq!(status, 302);
-    assert_eq!(redirect_uri(&head), "http://h5.example.com/_wxgate/callback");
+    assert_eq!(
+        redirect_uri(&head),
+        "http://h5.example.com/_wxgate/callback"
+    );
     let (status, head, _) = raw(
         &gw,
         &format!("GET / HTTP/1.1\r\nHost: {a}\r\nX-Forwarded-Host: h5.example.com#@evil.example\r\n{page}"),
@@ -195,7 +209,10 @@ async fn proxy_headers_from_untrusted_peers_never_reach_the_upstream() {
     assert_eq!(status, 200, "{body}");
     let seen = Seen::parse(&body);
     for (name, value) in seen.headers() {
-        assert!(!value.contains("6.6.6.6"), "{name}: {value} reached the upstream");
+        assert!(
+            !value.contains("6.6.6.6"),
+            "{name}: {value} reached the upstream"
+        );
     }
     assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
     assert_eq!(seen.header("x-real-ip").as_deref(), Some("127.0.0.1"));
@@ -233,7 +250,10 @@ auth = "off"
     );
     assert_eq!(seen.header("x-real-ip").as_deref(), Some("203.0.113.9"));
     assert_eq!(seen.header("x-forwarded-port").as_deref(), Some("443"));
-    assert_eq!(seen.header("x-original-url").as_deref(), Some("/from-proxy"));
+    assert_eq!(
+        seen.header("x-original-url").as_deref(),
+        Some("/from-proxy")
+    );
     assert!(seen.header("x_forwarded_for").is_none());
     assert!(seen.header("x-real_ip").is_none());
 }

@@ -726,7 +726,10 @@ pub async fn start_gateway_with_routes(
         &format!("listen = \"127.0.0.1:0\"\n{server_extra}\n"),
         1,
     );
-    let toml = format!("{head}{}", routes.replace("UPSTREAM", &toml_str(&echo.url())));
+    let toml = format!(
+        "{head}{}",
+        routes.replace("UPSTREAM", &toml_str(&echo.url()))
+    );
     let settings = Settings::from_toml(&toml, Path::new("test.toml"), dir.path(), &|_| None)
         .unwrap_or_else(|e| panic!("test config is valid: {e}\n{toml}"));
     let gw = Gateway::new(settings).unwrap_or_else(|e| panic!("gateway builds: {e}"));
@@ -776,7 +779,13 @@ pub async fn h2c_get(
             .get(LOCATION)
             .map(|v| v.to_str().expect("ASCII Location").to_string());
         let body = resp.into_body().collect().await.expect("body").to_bytes();
-        (status, location, String::from_utf8_lossy(&body).into_owned())
+        (
+            status,
+            location,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
     };
-    tokio::time::timeout(LIMIT, fut).await.expect("h2c answers in time")
+    tokio::time::timeout(LIMIT, fut)
+        .await
+        .expect("h2c answers in time")
 }
