@@ -24,12 +24,13 @@ pub async fn serve(
     if let Some(resp) = verify_file(snap, req.method(), path) {
         return Ok(Some(resp));
     }
-    // `/_wxgate` itself belongs to the gateway too: never forwarded.
-    if path == "/_wxgate" {
-        return Err(GatewayError::NoRoute);
-    }
-    let Some(name) = path.strip_prefix(PREFIX) else {
+    if !crate::path::is_under("/_wxgate", path) {
         return Ok(None);
+    }
+    // Every spelling of `/_wxgate` (the bare prefix, any case, `;parameters`) belongs to the
+    // gateway and is never forwarded; only the exact lower-case names are served.
+    let Some(name) = path.strip_prefix(PREFIX) else {
+        return Err(GatewayError::NoRoute);
     };
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(Some(pages::error(
@@ -57,8 +58,9 @@ pub async fn serve(
 
 /// Whether `serve` may answer this path: a cheap test, so the handler awaits `serve` (a large
 /// future, because of the login callback) only for the gateway's own paths.
+/// `path` is normalised ([`crate::path::normalize`]).
 pub fn owns(snap: &Snapshot, path: &str) -> bool {
-    path.starts_with("/_wxgate")
+    crate::path::is_under("/_wxgate", path)
         || snap
             .settings
             .wechat

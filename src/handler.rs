@@ -2,11 +2,12 @@
 //! forward → log. Each phase is a plain function in its own module; this file only
 //! sequences them, reading one configuration snapshot from start to end.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::accesslog::{self, LoggedBody};
@@ -22,7 +23,7 @@ use crate::proxy::Forward;
 /// Serves one request; never fails (errors become short pages) and always logs once.
 pub async fn handle(
     gateway: Arc<Gateway>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     peer: SocketAddr,
     tls: bool,
 ) -> Response<LoggedBody> {
@@ -30,6 +31,11 @@ pub async fn handle(
     // One snapshot for the whole request: a reload meanwhile does not change its rules.
     let snap = gateway.snapshot();
     let request_id = headers::request_id(req.headers());
+    // Before anything looks at the request: one validated authority, and one normalised path
+    // that routing, `/_wxgate/`, auth and the upstream all see.
+    let checked = headers::check_host(req.version(), req.uri(), req.headers())
+        .map_err(GatewayError::BadRequest)
+        .and_then(|()| normalize_target(&mut req));
     let view = ClientView::new(
         peer,
         tls,
@@ -39,10 +45,15 @@ pub async fn handle(
     );
     let wants_json = headers::wants_json(req.headers());
     let method = req.method().clone();
+    // Logged as routed (normalised); a refused path is logged as received.
     let path = req.uri().path().to_string();
 
     let mut route = None;
-    let mut resp = match phases(&gateway, &snap, req, &view, &request_id, &mut route).await {
+    let result = match checked {
+        Ok(()) => phases(&gateway, &snap, req, &view, &request_id, &mut route).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => e.into_response(wants_json, request_id.to_str().unwrap_or("-")),
     };
@@ -69,6 +80,26 @@ pub async fn handle(
         client_ip: view.client_ip,
     };
     Response::from_parts(parts, LoggedBody::new(body, entry))
+}
+
+/// Replaces the request's path with its normal form ([`crate::path::normalize`]), keeping the
+/// query as sent; refuses (400) a path that cannot be normalised safely. Nothing is allocated
+/// when the path is already normal.
+fn normalize_target(req: &mut Request<Incoming>) -> Result<(), GatewayError> {
+    let normal = match crate::path::normalize(req.uri().path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(p)) => p,
+        Err(refusal) => return Err(GatewayError::BadRequest(refusal.message())),
+    };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    let target = match parts.path_and_query.as_ref().and_then(|pq| pq.query()) {
+        Some(q) => format!("{normal}?{q}"),
+        None => normal,
+    };
+    let invalid = || GatewayError::BadRequest("The request path is not valid.");
+    parts.path_and_query = Some(target.parse().map_err(|_| invalid())?);
+    *req.uri_mut() = Uri::from_parts(parts).map_err(|_| invalid())?;
+    Ok(())
 }
 
 async fn phases(

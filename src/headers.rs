@@ -47,6 +47,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         if keep_upgrade && name == header::UPGRADE {
             continue;
         }
+        // Host is end-to-end and required (RFC 9112 §3.2): `Connection: host` must not send
+        // the upstream a request without one (it would pick its default virtual host).
+        if name == header::HOST {
+            continue;
+        }
         headers.remove(&name);
     }
     let upgrade = keep_upgrade
@@ -207,8 +212,9 @@ impl ClientView {
                     scheme = "http";
                 }
             }
+            // Checked like Host: an invalid one is ignored, not copied into redirect URIs.
             if let Some(h) = first_value(headers, &X_FORWARDED_HOST) {
-                if !h.is_empty() {
+                if valid_host(h) {
                     authority = h.to_string();
                 }
             }
@@ -246,8 +252,22 @@ impl ClientView {
     }
 
     /// Sets X-Forwarded-For/-Proto/-Host, X-Real-IP and Forwarded on an upstream request:
-    /// appended to when the peer is a trusted proxy, replaced otherwise.
+    /// appended to when the peer is a trusted proxy, replaced otherwise. First removes every
+    /// other header by which a proxy tells an upstream about the client (see
+    /// [`is_proxy_header`]): all of them from an untrusted peer, and the `_` spellings (which
+    /// no proxy sets, but CGI/PHP-style upstreams read as the real ones) from a trusted one.
     pub fn set_forwarded(&self, headers: &mut HeaderMap) {
+        // One pass over the names; `Vec::new` allocates only when something matches.
+        let mut doomed = Vec::new();
+        for name in headers.keys() {
+            let n = name.as_str();
+            if (!self.peer_trusted || n.contains('_')) && is_proxy_header(n) {
+                doomed.push(name.clone());
+            }
+        }
+        for name in doomed {
+            headers.remove(&name);
+        }
         let peer_ip = self.peer.ip().to_string();
         let xff = match (self.peer_trusted, joined(headers, &X_FORWARDED_FOR)) {
             (true, Some(prev)) => format!("{prev}, {peer_ip}"),
@@ -286,6 +306,110 @@ impl ClientView {
             set(headers, &X_FORWARDED_HOST, &self.authority);
         }
         set(headers, &X_REAL_IP, &self.client_ip.to_string());
+    }
+}
+
+/// Headers that proxies and CDNs set to describe the client or the original request, compared
+/// after folding case and `_` to `-`: `X-Forwarded` and `X-Forwarded-*` (For, Proto, Host,
+/// Port, Prefix, Ssl, Scheme, Server...), `Forwarded`, `X-Real-IP`, `X-Original-*` (URL, URI,
+/// Host...), `X-Rewrite-URL`, `X-Host`, and the client-address headers of CDNs and load
+/// balancers. Coming from a client they are lies an upstream may believe: a client address
+/// for rate limits or allow-lists, a URL that IIS/Symfony-style routing prefers to the real
+/// one. `X-HTTP-Method-Override` is deliberately not here: it is an application contract, and
+/// the gateway's decision does not depend on the method.
+pub fn is_proxy_header(name: &str) -> bool {
+    const PREFIXES: [&str; 3] = ["x-forwarded", "x-original-", "cf-connecting-"];
+    const NAMES: [&str; 13] = [
+        "forwarded",
+        "x-real-ip",
+        "x-rewrite-url",
+        "x-host",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "client-ip",
+        "fastly-client-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-proxyuser-ip",
+    ];
+    // Most names start with none of these letters: one comparison and done.
+    matches!(
+        name.as_bytes().first().map(u8::to_ascii_lowercase),
+        Some(b'x' | b'f' | b't' | b'c')
+    ) && (PREFIXES.iter().any(|p| normalized_eq_prefix(name, p))
+        || NAMES.iter().any(|n| normalized_eq(name, n)))
+}
+
+/// Whether `value` is a valid `Host` (RFC 9110 §7.2): `host[:port]` where host is a
+/// reg-name, an IPv4 address or a bracketed IPv6 address, and port is 1–5 digits up to 65535.
+/// Stricter than RFC 3986's reg-name on purpose: only letters, digits, `-`, `.`, `_` and `~`
+/// (what DNS names use), so no userinfo (`@`), no percent-encoding, no `#`, `/` or `\`, and a
+/// Host can be pasted into a URL (the login's `redirect_uri`) without changing its meaning.
+pub fn valid_host(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("v6", port),
+                None => return false,
+            },
+        }
+    } else {
+        match value.split_once(':') {
+            Some((h, p)) => (h, p),
+            None => (value, "1"),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+    let port_ok = (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| p <= 65535);
+    host_ok && port_ok
+}
+
+/// The request's authority must be unambiguous before anything uses it: at most one Host,
+/// valid ([`valid_host`]); an authority in the target (absolute-form, HTTP/2 `:authority`)
+/// valid too (so no userinfo) and equal to Host when both are present; and a Host or an
+/// authority on HTTP/1.1 and later (RFC 9112 §3.2; HTTP/1.0 may have neither). `Err` is the
+/// short text of a 400.
+pub fn check_host(
+    version: http::Version,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+) -> Result<(), &'static str> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("The request has more than one Host header.");
+    }
+    let host = match host {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(h) if valid_host(h) => Some(h),
+            _ => return Err("The Host header is not a valid host[:port]."),
+        },
+    };
+    match (uri.authority(), host) {
+        (Some(a), _) if !valid_host(a.as_str()) => {
+            Err("The request target's authority is not a valid host[:port].")
+        }
+        (Some(a), Some(h)) if !a.as_str().eq_ignore_ascii_case(h) => {
+            Err("The Host header does not match the request target.")
+        }
+        (None, None) if version >= http::Version::HTTP_11 => Err("The request has no Host header."),
+        _ => Ok(()),
     }
 }
 
@@ -475,6 +599,179 @@ mod tests {
         assert_eq!(host_of("Example.COM:80"), "example.com");
         assert_eq!(host_of("[::1]:8080"), "::1");
         assert_eq!(host_of("example.com."), "example.com");
+    }
+
+    #[test]
+    fn connection_never_removes_host() {
+        let mut h = map(&[
+            ("host", "a.example"),
+            ("connection", "host, x-hop"),
+            ("x-hop", "1"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h["host"], "a.example");
+        assert!(!h.contains_key("x-hop"));
+    }
+
+    #[test]
+    fn host_values() {
+        for ok in [
+            "a.example",
+            "A.Example:8443",
+            "127.0.0.1",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::7]:443",
+            "localhost",
+            "under_score.example",
+            "example.com.",
+            "h:65535",
+        ] {
+            assert!(valid_host(ok), "{ok:?} is valid");
+        }
+        for bad in [
+            "",
+            ":80",
+            "127.0.0.1#@evil.example",
+            "user@a.example",
+            "user:pw@a.example:80",
+            "a.example:",
+            "a.example:65536",
+            "a.example:123456",
+            "a.example:8a",
+            "a.example:80:80",
+            "a.example/x",
+            "a.example\\x",
+            "a b",
+            "a%2eexample",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[v1.x]",
+            "[127.0.0.1]",
+            "a.example,b.example",
+            "é.example",
+        ] {
+            assert!(!valid_host(bad), "{bad:?} is refused");
+        }
+        assert!(!valid_host(&"a".repeat(254)));
+    }
+
+    #[test]
+    fn host_rules() {
+        use http::Version;
+        let uri = |s: &str| -> http::Uri { s.parse().unwrap() };
+        let h11 = Version::HTTP_11;
+        let ok = |v, u: &str, pairs: &[(&str, &str)]| check_host(v, &uri(u), &map(pairs));
+        assert_eq!(ok(h11, "/", &[("host", "a.example")]), Ok(()));
+        assert!(ok(h11, "/", &[("host", "a.example"), ("host", "b.example")]).is_err());
+        assert!(ok(h11, "/", &[("host", "a.example"), ("host", "a.example")]).is_err());
+        assert!(ok(h11, "/", &[]).is_err(), "HTTP/1.1 needs a Host");
+        assert_eq!(ok(Version::HTTP_10, "/", &[]), Ok(()));
+        assert!(ok(h11, "/", &[("host", "127.0.0.1#@evil.example")]).is_err());
+        assert_eq!(
+            ok(h11, "http://A.example/x", &[("host", "a.example")]),
+            Ok(())
+        );
+        assert!(ok(h11, "http://b.example/x", &[("host", "a.example")]).is_err());
+        assert!(ok(h11, "http://u@a.example/x", &[("host", "a.example")]).is_err());
+        // HTTP/2: :authority is the uri's authority.
+        assert_eq!(ok(Version::HTTP_2, "http://a.example/x", &[]), Ok(()));
+        assert!(ok(Version::HTTP_2, "http://u:p@a.example/x", &[]).is_err());
+        assert!(ok(Version::HTTP_2, "/x", &[]).is_err());
+    }
+
+    #[test]
+    fn lookalike_forwarded_headers_from_untrusted_peers() {
+        let doomed = [
+            "X_Forwarded_For",
+            "X-Real_IP",
+            "x_forwarded_host",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-ssl",
+            "x-forwarded-scheme",
+            "x-forwarded",
+            "X-Original-URL",
+            "x_original_uri",
+            "X-Rewrite-URL",
+            "True-Client-IP",
+            "CF-Connecting-IP",
+            "cf_connecting_ipv6",
+            "X-Client-IP",
+            "X-Cluster-Client-IP",
+            "Client-IP",
+            "X-Host",
+            "Forwarded",
+            "forwarded",
+        ];
+        let mut pairs: Vec<(&str, &str)> = doomed.iter().map(|n| (*n, "6.6.6.6")).collect();
+        pairs.extend([
+            ("host", "a.example"),
+            ("x-kept", "1"),
+            ("x-http-method-override", "PUT"),
+        ]);
+        let h = map(&pairs);
+        let peer: SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        let v = ClientView::new(peer, false, &"/".parse().unwrap(), &h, &[]);
+        let mut out = h.clone();
+        v.set_forwarded(&mut out);
+        let mut left: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "forwarded",
+                "host",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-proto",
+                "x-http-method-override",
+                "x-kept",
+                "x-real-ip"
+            ]
+        );
+        for name in ["x-forwarded-for", "x-real-ip"] {
+            assert_eq!(out[name], "192.0.2.7");
+        }
+        assert_eq!(out["forwarded"], "for=192.0.2.7;proto=http;host=a.example");
+        assert!(!is_proxy_header("x-request-id"));
+        assert!(!is_proxy_header("cookie"));
+    }
+
+    #[test]
+    fn trusted_peers_keep_canonical_proxy_headers_only() {
+        let h = map(&[
+            ("host", "internal"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-port", "443"),
+            ("x-original-url", "/from-proxy"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x_real_ip", "6.6.6.6"),
+        ]);
+        let peer: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let v = ClientView::new(peer, false, &"/".parse().unwrap(), &h, &trusted);
+        let mut out = h.clone();
+        v.set_forwarded(&mut out);
+        assert_eq!(out["x-forwarded-for"], "203.0.113.9, 10.0.0.2");
+        assert_eq!(out["x-forwarded-port"], "443");
+        assert_eq!(out["x-original-url"], "/from-proxy");
+        assert!(!out.contains_key("x_forwarded_for"));
+        assert!(!out.contains_key("x_real_ip"));
+    }
+
+    #[test]
+    fn invalid_forwarded_host_from_a_trusted_proxy_is_ignored() {
+        let h = map(&[
+            ("host", "a.example"),
+            ("x-forwarded-host", "a.example#@evil.example"),
+        ]);
+        let peer: SocketAddr = "10.0.0.2:1".parse().unwrap();
+        let trusted = vec!["10.0.0.0/8".parse().unwrap()];
+        let v = ClientView::new(peer, false, &"/".parse().unwrap(), &h, &trusted);
+        assert_eq!(v.origin(), "http://a.example");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod handler;
 pub mod headers;
 pub mod logwriter;
 pub mod pages;
+pub mod path;
 pub mod proxy;
 pub mod routes;
 pub mod server;

@@ -1,6 +1,7 @@
 //! Route selection: a route for the request's host wins over a host-less one, and among
-//! those the longest path prefix wins. Prefixes match whole path segments, so `/api`
-//! serves `/api` and `/api/x` but not `/apiary`.
+//! those the longest path prefix wins. Prefixes match whole path segments of the normalised
+//! path ([`crate::path`]), ASCII-case-insensitively and ignoring `;parameters`, so `/api`
+//! serves `/api`, `/API/x` and `/api;p` but not `/apiary`.
 
 use std::sync::Arc;
 
@@ -13,7 +14,18 @@ pub struct Router {
 
 impl Router {
     pub fn new(routes: &[RouteSettings]) -> Router {
-        let mut routes: Vec<Arc<RouteSettings>> = routes.iter().cloned().map(Arc::new).collect();
+        let mut routes: Vec<Arc<RouteSettings>> = routes
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                // Requests are matched in normal form, so the prefixes are too: a configured
+                // `/a//b` or `/%7Eme` would otherwise never match anything.
+                if let Ok(p) = crate::path::normalize(&r.path) {
+                    r.path = p.into_owned();
+                }
+                Arc::new(r)
+            })
+            .collect();
         routes.sort_by(|a, b| {
             b.host
                 .is_some()
@@ -23,7 +35,8 @@ impl Router {
         Router { routes }
     }
 
-    /// `host` is the request's host, lower-case, without port.
+    /// `host` is the request's host, lower-case, without port; `path` is normalised
+    /// ([`crate::path::normalize`]).
     pub fn select(&self, host: &str, path: &str) -> Option<&Arc<RouteSettings>> {
         self.routes
             .iter()
@@ -36,10 +49,7 @@ impl Router {
 }
 
 fn prefix_matches(prefix: &str, path: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        None => false,
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
-    }
+    crate::path::is_under(prefix, path)
 }
 
 /// The path sent upstream: with a base path in the upstream URL the route prefix is replaced
@@ -49,7 +59,11 @@ pub fn upstream_path(route: &RouteSettings, path: &str) -> String {
     if base.is_empty() {
         return path.to_string();
     }
-    let rest = path.strip_prefix(route.path.as_str()).unwrap_or(path);
+    let rest = crate::path::strip_prefix(&route.path, path).unwrap_or(path);
+    // `/shop;jsessionid=x` under `/shop` keeps its parameters on the base: `/app;jsessionid=x`.
+    if rest.starts_with(';') {
+        return format!("{base}{rest}");
+    }
     let rest = rest.trim_start_matches('/');
     if rest.is_empty() && !path.ends_with('/') {
         base.clone()
@@ -118,5 +132,36 @@ mod tests {
         let c = r.select("h", "/z").unwrap();
         assert_eq!(upstream_path(c, "/z"), "/root/z");
         assert_eq!(upstream_path(c, "/"), "/root/");
+        // Case and parameters: the prefix is matched as the router matched it.
+        assert_eq!(upstream_path(a, "/SHOP/x"), "/app/x");
+        assert_eq!(upstream_path(a, "/shop;s=1"), "/app;s=1");
+        assert_eq!(upstream_path(a, "/shop;s=1/x"), "/app;s=1/x");
+    }
+
+    #[test]
+    fn case_and_parameters_get_the_prefix_policy() {
+        let r = router(
+            "[[route]]\nname=\"any\"\nupstream=\"http://a\"\n\
+             [[route]]\nname=\"admin\"\npath=\"/admin\"\nupstream=\"http://b\"\n\
+             [[route]]\nname=\"deep\"\npath=\"/admin/keys\"\nupstream=\"http://b\"\n\
+             [[route]]\nname=\"odd\"\npath=\"/x//%7Eme\"\nupstream=\"http://b\"\n",
+        );
+        let name = |p: &str| r.select("h", p).map(|r| r.name.clone());
+        for p in [
+            "/admin",
+            "/ADMIN",
+            "/Admin/x",
+            "/admin;jsessionid=x",
+            "/admin;a/x",
+        ] {
+            assert_eq!(name(p).as_deref(), Some("admin"), "{p}");
+        }
+        assert_eq!(name("/admin;x/KEYS/1").as_deref(), Some("deep"));
+        assert_eq!(name("/adminx").as_deref(), Some("any"));
+        assert_eq!(
+            name("/x/~me/1").as_deref(),
+            Some("odd"),
+            "prefixes are normalised"
+        );
     }
 }

@@ -703,3 +703,89 @@ fn dechunk(mut s: &str) -> String {
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// Gateways with other routes (security tests)
+// ---------------------------------------------------------------------------------------------
+
+/// Like [`start_gateway`], with `routes` (TOML `[[route]]` tables, `UPSTREAM` standing for the
+/// echo upstream's quoted URL) instead of the default ones, and `server_extra` (TOML lines)
+/// added to `[server]`.
+pub async fn start_gateway_with_routes(
+    sim: &SimHandle,
+    cfg: GwConfig,
+    routes: &str,
+    server_extra: &str,
+) -> Gw {
+    let echo = echo().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let full = gateway_toml(&cfg, &sim.url(), &echo.url(), dir.path());
+    let head = full.split("[[route]]").next().expect("routes");
+    let head = head.replacen(
+        "listen = \"127.0.0.1:0\"\n",
+        &format!("listen = \"127.0.0.1:0\"\n{server_extra}\n"),
+        1,
+    );
+    let toml = format!(
+        "{head}{}",
+        routes.replace("UPSTREAM", &toml_str(&echo.url()))
+    );
+    let settings = Settings::from_toml(&toml, Path::new("test.toml"), dir.path(), &|_| None)
+        .unwrap_or_else(|e| panic!("test config is valid: {e}\n{toml}"));
+    let gw = Gateway::new(settings).unwrap_or_else(|e| panic!("gateway builds: {e}"));
+    let running = wxgate::server::start(Arc::new(gw))
+        .await
+        .expect("gateway listens");
+    let base = format!("http://{}", running.local_addr());
+    Gw {
+        running,
+        base,
+        echo,
+        cfg,
+        toml,
+        dir,
+    }
+}
+
+/// Sends one request over HTTP/2 with prior knowledge (h2c) to `addr`; `uri` must be absolute
+/// (its authority becomes `:authority`, its path `:path`, both as written). Returns (status,
+/// Location, body).
+pub async fn h2c_get(
+    addr: SocketAddr,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, String) {
+    use http_body_util::{BodyExt, Empty};
+    let fut = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .expect("h2c handshake");
+        tokio::spawn(conn);
+        let mut req = hyper::Request::get(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = send
+            .send_request(req.body(Empty::<Bytes>::new()).expect("request"))
+            .await
+            .expect("h2c response");
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get(LOCATION)
+            .map(|v| v.to_str().expect("ASCII Location").to_string());
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (
+            status,
+            location,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    };
+    tokio::time::timeout(LIMIT, fut)
+        .await
+        .expect("h2c answers in time")
+}
