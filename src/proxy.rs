@@ -162,7 +162,7 @@ impl Proxy {
                 GatewayError::BodyTooLarge(route.max_body.unwrap_or(0))
             }
             (Some(ClientFault::Broken), e) => {
-                GatewayError::ClientBody(e.map_or_else(|| "stalled".into(), |e| e.to_string()))
+                GatewayError::ClientBody(e.map_or_else(|| "broken body".into(), |e| e.to_string()))
             }
             (None, None) if progress.waiting_on_client() => {
                 GatewayError::ClientTimeout(self.timeout)
