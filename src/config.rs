@@ -123,6 +123,12 @@ struct RawRoute {
     auth: Option<String>,
     non_wechat: Option<String>,
     api: Option<bool>,
+    /// `Upgrade` tokens tunnelled to the upstream; absent means `["websocket"]`.
+    upgrades: Option<Vec<String>>,
+    /// An integer (bytes) or a string with a unit: kept as a TOML value so a wrong type gets
+    /// the same clear error as a bad string.
+    max_body: Option<toml::Value>,
+    preflight: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -257,6 +263,20 @@ pub struct RouteSettings {
     pub auth: AuthMode,
     pub non_wechat: NonWechat,
     pub api: bool,
+    /// `Upgrade` protocol tokens this route tunnels, lower-case; empty: no upgrades at all.
+    pub upgrades: Vec<String>,
+    /// Largest request body in bytes; `None`: unlimited.
+    pub max_body: Option<u64>,
+    /// What a CORS preflight on an `api` route gets (always `Auth` on other routes).
+    pub preflight: Preflight,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preflight {
+    /// `OPTIONS` with `Access-Control-Request-Method` goes upstream without authentication.
+    Pass,
+    /// Preflights are authenticated like any other request.
+    Auth,
 }
 
 #[derive(Clone, Debug)]
@@ -918,6 +938,42 @@ impl Validator<'_> {
                 ))
             }
         };
+        let api = r.api.unwrap_or(false);
+        let upgrades = match r.upgrades {
+            None => vec!["websocket".to_string()],
+            Some(list) => {
+                let mut out = Vec::with_capacity(list.len());
+                for (j, t) in list.into_iter().enumerate() {
+                    let t = parse_upgrade_token(&t)
+                        .map_err(|reason| self.err(&key(&format!("upgrades[{j}]")), reason))?;
+                    out.push(t);
+                }
+                out
+            }
+        };
+        let max_body = r
+            .max_body
+            .as_ref()
+            .map(parse_byte_size)
+            .transpose()
+            .map_err(|reason| self.err(&key("max_body"), reason))?;
+        let preflight = match r.preflight.as_deref() {
+            None | Some("pass") if api => Preflight::Pass,
+            None => Preflight::Auth,
+            Some("auth") if api => Preflight::Auth,
+            Some(other @ ("pass" | "auth")) => {
+                return Err(self.err(
+                    &key("preflight"),
+                    format!("{other:?} applies only to api = true routes"),
+                ))
+            }
+            Some(other) => {
+                return Err(self.err(
+                    &key("preflight"),
+                    format!("{other:?} is not one of \"pass\", \"auth\""),
+                ))
+            }
+        };
         Ok(RouteSettings {
             name,
             host,
@@ -925,9 +981,69 @@ impl Validator<'_> {
             upstream,
             auth,
             non_wechat,
-            api: r.api.unwrap_or(false),
+            api,
+            upgrades,
+            max_body,
+            preflight,
         })
     }
+}
+
+/// One `Upgrade` protocol (RFC 9110 §7.8: `name[/version]`), lower-cased for comparison.
+fn parse_upgrade_token(t: &str) -> Result<String, String> {
+    let t = t.trim().to_ascii_lowercase();
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    let valid =
+        t.split_once('/')
+            .map_or(!t.is_empty() && t.chars().all(tchar), |(name, version)| {
+                !name.is_empty()
+                    && !version.is_empty()
+                    && name.chars().all(tchar)
+                    && version.chars().all(tchar)
+            });
+    if !valid {
+        return Err(format!(
+            "{t:?} is not an Upgrade protocol token such as \"websocket\""
+        ));
+    }
+    // An h2c tunnel would carry requests the gateway never sees, with any path and any
+    // identity header: the gateway speaks HTTP/2 to clients itself instead.
+    if t == "h2c" || t.starts_with("h2c/") {
+        return Err(
+            "\"h2c\" cannot be tunnelled: requests inside it would bypass the gateway".into(),
+        );
+    }
+    Ok(t)
+}
+
+/// A size: an integer of bytes, or a string of digits with a unit: `B`, SI `KB`/`MB`/`GB`
+/// (powers of 1000) or binary `KiB`/`MiB`/`GiB` (powers of 1024), case-insensitive.
+fn parse_byte_size(v: &toml::Value) -> Result<u64, String> {
+    const HINT: &str = "write bytes as an integer or a string such as \"10MB\" or \"512KiB\"";
+    let s = match v {
+        toml::Value::Integer(n) => {
+            return u64::try_from(*n).map_err(|_| format!("{n} is negative; {HINT}"))
+        }
+        toml::Value::String(s) => s.trim(),
+        other => return Err(format!("{} is not a size; {HINT}", other.type_str())),
+    };
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = (&s[..split], s[split..].trim());
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000 * 1000,
+        "gb" => 1000 * 1000 * 1000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}; {HINT}")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(|| format!("{s:?} is not a size; {HINT}"))
 }
 
 fn parse_cidr(s: &str) -> Result<IpNet, String> {
@@ -1173,6 +1289,103 @@ mod tests {
         assert_eq!(e.key, "session.secret");
         let text = format!("{MIN}[session]\nsecret = [\"${{SESSION}}\", \"short\"]\n");
         assert_eq!(load(&text).unwrap_err().key, "session.secret[1]");
+    }
+
+    #[test]
+    fn route_body_upgrade_and_preflight_defaults() {
+        let s = load(MIN).unwrap();
+        let r = &s.routes[0];
+        assert_eq!(r.upgrades, ["websocket"]);
+        assert_eq!(r.max_body, None, "unlimited by default");
+        assert_eq!(r.preflight, Preflight::Auth, "not an api route");
+        let api = load(&MIN.replace("name = \"a\"", "name = \"a\"\napi = true")).unwrap();
+        assert_eq!(api.routes[0].preflight, Preflight::Pass);
+    }
+
+    #[test]
+    fn route_body_upgrade_and_preflight_values() {
+        let with =
+            |extra: &str| load(&MIN.replace("name = \"a\"", &format!("name = \"a\"\n{extra}")));
+        let r = |extra: &str| with(extra).unwrap().routes[0].clone();
+        assert_eq!(
+            r("upgrades = [\"WebSocket\", \" x-custom/2 \"]").upgrades,
+            ["websocket", "x-custom/2"]
+        );
+        assert!(r("upgrades = []").upgrades.is_empty());
+        for (text, bytes) in [
+            ("1024", 1024),
+            ("0", 0),
+            ("\"10MB\"", 10_000_000),
+            ("\"10 mb\"", 10_000_000),
+            ("\"512KiB\"", 512 * 1024),
+            ("\"2GiB\"", 2 << 30),
+            ("\"3kb\"", 3000),
+            ("\"77\"", 77),
+            ("\"77B\"", 77),
+        ] {
+            assert_eq!(
+                r(&format!("max_body = {text}")).max_body,
+                Some(bytes),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            r("api = true\npreflight = \"auth\"").preflight,
+            Preflight::Auth
+        );
+        assert_eq!(
+            r("api = true\npreflight = \"pass\"").preflight,
+            Preflight::Pass
+        );
+    }
+
+    #[test]
+    fn route_body_upgrade_and_preflight_errors_name_their_key() {
+        let with =
+            |extra: &str| load(&MIN.replace("name = \"a\"", &format!("name = \"a\"\n{extra}")));
+        for (extra, key, why) in [
+            ("max_body = -1", "route[0].max_body", "negative"),
+            (
+                "max_body = \"10 parsecs\"",
+                "route[0].max_body",
+                "unknown unit",
+            ),
+            ("max_body = \"MB\"", "route[0].max_body", "not a size"),
+            ("max_body = \"1.5MB\"", "route[0].max_body", "unknown unit"),
+            (
+                "max_body = \"99999999999GiB\"",
+                "route[0].max_body",
+                "not a size",
+            ),
+            ("max_body = true", "route[0].max_body", "not a size"),
+            (
+                "upgrades = [\"websocket\", \"h2c\"]",
+                "route[0].upgrades[1]",
+                "h2c",
+            ),
+            ("upgrades = [\"H2C\"]", "route[0].upgrades[0]", "h2c"),
+            (
+                "upgrades = [\"web socket\"]",
+                "route[0].upgrades[0]",
+                "not an Upgrade",
+            ),
+            (
+                "upgrades = [\"\"]",
+                "route[0].upgrades[0]",
+                "not an Upgrade",
+            ),
+            ("upgrades = \"websocket\"", "route[0].upgrades", "sequence"),
+            (
+                "api = true\npreflight = \"allow\"",
+                "route[0].preflight",
+                "not one of",
+            ),
+            ("preflight = \"pass\"", "route[0].preflight", "api = true"),
+        ] {
+            let e = with(extra).unwrap_err();
+            assert_eq!(e.key, key, "{extra}: {e}");
+            assert!(e.reason.contains(why), "{extra}: {e}");
+        }
     }
 
     #[test]

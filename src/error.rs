@@ -14,6 +14,15 @@ pub enum GatewayError {
     HeadersTooLarge(usize),
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// The client's request body was malformed or cut short (the client's fault, not the
+    /// upstream's: never a 502).
+    #[error("client request body failed: {0}")]
+    ClientBody(String),
+    /// The client stopped sending its request body for `server.request_timeout`.
+    #[error("client request body stalled for {0:?}")]
+    ClientTimeout(std::time::Duration),
+    #[error("request body over the route's max_body of {0} bytes")]
+    BodyTooLarge(u64),
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
     #[error("upstream did not answer within {0:?}")]
@@ -33,7 +42,11 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            GatewayError::BadRequest(_) | GatewayError::LoginFailed(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest(_)
+            | GatewayError::ClientBody(_)
+            | GatewayError::LoginFailed(_) => StatusCode::BAD_REQUEST,
+            GatewayError::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UpstreamUnreachable(_) | GatewayError::WechatConfig(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -48,7 +61,9 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute => "not_found",
             GatewayError::HeadersTooLarge(_) => "request_header_fields_too_large",
-            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::BadRequest(_) | GatewayError::ClientBody(_) => "bad_request",
+            GatewayError::ClientTimeout(_) => "request_timeout",
+            GatewayError::BodyTooLarge(_) => "payload_too_large",
             GatewayError::UpstreamUnreachable(_) => "bad_gateway",
             GatewayError::UpstreamTimeout(_) => "gateway_timeout",
             GatewayError::WechatUnavailable(_) => "wechat_unavailable",
@@ -64,6 +79,9 @@ impl GatewayError {
             GatewayError::NoRoute => "There is nothing at this address.",
             GatewayError::HeadersTooLarge(_) => "The request headers are too large.",
             GatewayError::BadRequest(m) | GatewayError::LoginFailed(m) => m,
+            GatewayError::ClientBody(_) => "The request body could not be read.",
+            GatewayError::ClientTimeout(_) => "The request body was not sent in time.",
+            GatewayError::BodyTooLarge(_) => "The request body is too large.",
             GatewayError::UpstreamUnreachable(_) => {
                 "The application behind this gateway is not answering."
             }
@@ -85,9 +103,14 @@ impl GatewayError {
             GatewayError::WechatConfig(_) | GatewayError::Internal(_) => {
                 tracing::error!(request_id, status = status.as_u16(), error = %self, "request failed")
             }
+            // The client's own doing: at debug, so that no client can raise the gateway's
+            // warnings (and the alerts fed by them).
             GatewayError::NoRoute
             | GatewayError::HeadersTooLarge(_)
-            | GatewayError::BadRequest(_) => {
+            | GatewayError::BadRequest(_)
+            | GatewayError::ClientBody(_)
+            | GatewayError::ClientTimeout(_)
+            | GatewayError::BodyTooLarge(_) => {
                 tracing::debug!(request_id, status = status.as_u16(), error = %self, "request refused")
             }
             _ => {

@@ -19,10 +19,13 @@ pub static X_WECHAT_SNAPSHOT: HeaderName = HeaderName::from_static("x-wechat-sna
 
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
-/// RFC 9110 §7.6.1 plus the legacy ones every proxy drops. Prebuilt names: removing by
-/// `&str` parses the name again on every call, twice per proxied request.
-static HOP_BY_HOP: [&HeaderName; 8] = [
+/// RFC 9110 §7.6.1 plus the legacy ones every proxy drops, and `HTTP2-Settings` (RFC 7540
+/// §3.2.1: connection-specific, only meaningful with an h2c upgrade, which is never tunnelled).
+/// Prebuilt names: removing by `&str` parses the name again on every call, twice per proxied
+/// request.
+static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::CONNECTION,
     &PROXY_CONNECTION,
     &KEEP_ALIVE,
@@ -31,6 +34,7 @@ static HOP_BY_HOP: [&HeaderName; 8] = [
     &header::UPGRADE,
     &header::PROXY_AUTHENTICATE,
     &header::PROXY_AUTHORIZATION,
+    &HTTP2_SETTINGS,
 ];
 
 /// Removes hop-by-hop headers and every header named in `Connection`. For a tunnelled
@@ -494,6 +498,7 @@ mod tests {
             ("te", "trailers"),
             ("upgrade", "websocket"),
             ("proxy-authorization", "Basic x"),
+            ("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
             ("x-keep", "1"),
         ]);
         remove_hop_by_hop(&mut h, false);
@@ -507,9 +512,11 @@ mod tests {
             ("connection", "Upgrade"),
             ("upgrade", "websocket"),
             ("keep-alive", "1"),
+            ("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
         ]);
         assert!(is_upgrade(&h));
         remove_hop_by_hop(&mut h, true);
+        assert!(!h.contains_key("http2-settings"), "even on a kept upgrade");
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
         assert!(!h.contains_key("keep-alive"));

@@ -1,18 +1,18 @@
 //! Forwarding: rewrites a permitted request for its upstream, sends it over a pooled
 //! HTTP/1.1 connection ([`crate::upstream`], rustls for https upstreams), streams both bodies
-//! without buffering and tunnels `Upgrade` requests. It needs an [`auth::Permit`], which only
+//! without buffering and tunnels the `Upgrade` requests a route allows (`upgrades`). It needs an [`auth::Permit`], which only
 //! the auth module makes.
 
 use std::time::Duration;
 
 use http::header::{self, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 
 use crate::auth::Permit;
-use crate::body::{Body, Progress, RequestBody};
+use crate::body::{Body, ClientFault, Progress, RequestBody};
 use crate::config::{RouteSettings, ServerSettings};
 use crate::error::GatewayError;
 use crate::headers::{self, ClientView};
@@ -81,7 +81,20 @@ impl Proxy {
         mut req: Request<Incoming>,
         permit: Permit,
     ) -> Result<Response<Body>, GatewayError> {
-        let upgrade = req.version() <= Version::HTTP_11 && headers::is_upgrade(req.headers());
+        // A declared length over the limit is refused before the upstream is contacted.
+        if let Some(max) = fwd.route.max_body {
+            if http_body::Body::size_hint(req.body()).lower() > max {
+                // Read what the client sends anyway, so that it sees the 413; not when it
+                // waits for `100 Continue` (it then sends nothing, as it should).
+                if !req.headers().contains_key(header::EXPECT) {
+                    crate::body::linger(req.into_body());
+                }
+                return Err(GatewayError::BodyTooLarge(max));
+            }
+        }
+        // Any other Upgrade is refused by serving the request as an ordinary one without it
+        // (as nginx does): a 101 the upstream sends anyway is then "unexpected" below.
+        let upgrade = headers::is_upgrade(req.headers()) && upgrade_allowed(fwd.route, &req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
@@ -101,6 +114,8 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let h = &mut parts.headers;
         headers::remove_hop_by_hop(h, upgrade);
+        // Request trailers are dropped (see RequestBody); the header announcing them goes too.
+        h.remove(header::TRAILER);
         headers::strip_identity(h, fwd.jwt_header);
         headers::strip_cookies(h, fwd.own_cookies);
         fwd.view.set_forwarded(h);
@@ -108,17 +123,11 @@ impl Proxy {
         permit.write_headers(h);
 
         let progress = Progress::new();
-        let body = RequestBody::new(body, progress.clone());
+        let body = RequestBody::new(body, progress.clone(), fwd.route.max_body);
         let request = Request::from_parts(parts, body);
         let (mut resp, lease) = match self.send(fwd.route, request, &progress).await {
-            Err(None) => return Err(GatewayError::UpstreamTimeout(self.timeout())),
-            Err(Some(e)) => {
-                return Err(GatewayError::UpstreamUnreachable(format!(
-                    "{}: {e}",
-                    fwd.route.upstream.url
-                )))
-            }
             Ok(sent) => sent,
+            Err(e) => return Err(self.failure(fwd.route, e, &progress)),
         };
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -152,6 +161,32 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// Whose fault a failed exchange was. The client's body (malformed, aborted, stalled, over
+    /// `max_body`) is told apart from the upstream's failures, so that no client can make the
+    /// gateway report (and alert on) 502s and 504s.
+    fn failure(
+        &self,
+        route: &RouteSettings,
+        e: Option<SendError>,
+        progress: &Progress,
+    ) -> GatewayError {
+        match (progress.client_fault(), e) {
+            (Some(ClientFault::TooLarge), _) => {
+                GatewayError::BodyTooLarge(route.max_body.unwrap_or(0))
+            }
+            (Some(ClientFault::Broken), e) => {
+                GatewayError::ClientBody(e.map_or_else(|| "broken body".into(), |e| e.to_string()))
+            }
+            (None, None) if progress.waiting_on_client() => {
+                GatewayError::ClientTimeout(self.timeout())
+            }
+            (None, None) => GatewayError::UpstreamTimeout(self.timeout()),
+            (None, Some(e)) => {
+                GatewayError::UpstreamUnreachable(format!("{}: {e}", route.upstream.url))
+            }
+        }
+    }
+
     /// Sends the request and waits for the response headers. The upstream gets `timeout` from
     /// the moment the request body last moved: the clock restarts while a client is still
     /// uploading (like nginx's `proxy_send_timeout`), so only a silent upstream times out.
@@ -194,6 +229,30 @@ fn upstream_uri(route: &RouteSettings, uri: &Uri) -> Result<Uri, GatewayError> {
         .path_and_query(pq)
         .build()
         .map_err(|_| GatewayError::BadRequest("The request path is not valid."))
+}
+
+/// Whether the request's `Upgrade` may be tunnelled: HTTP/1.1, every protocol it offers in
+/// the route's `upgrades` (case-insensitive), and WebSocket only on GET (RFC 6455 §4.1). An
+/// `h2c` tunnel, say, would carry requests the gateway never sees, with forged identities.
+fn upgrade_allowed(route: &RouteSettings, req: &Request<Incoming>) -> bool {
+    if req.version() != Version::HTTP_11 || route.upgrades.is_empty() {
+        return false;
+    }
+    let mut offered = false;
+    for value in req.headers().get_all(header::UPGRADE) {
+        let Ok(value) = value.to_str() else {
+            return false;
+        };
+        for token in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let allowed = route.upgrades.iter().any(|a| a.eq_ignore_ascii_case(token));
+            let websocket = token.eq_ignore_ascii_case("websocket");
+            if !allowed || (websocket && req.method() != Method::GET) {
+                return false;
+            }
+            offered = true;
+        }
+    }
+    offered
 }
 
 /// Copies bytes both ways between the client and the upstream once both sides switched.

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::config::{
-    AuthMode, ConfigError, JwtKey, NonWechat, RouteSettings, Settings, UnionIdMode,
+    AuthMode, ConfigError, JwtKey, NonWechat, Preflight, RouteSettings, Settings, UnionIdMode,
 };
 use crate::error::GatewayError;
 use crate::headers::{self, ClientView};
@@ -401,6 +401,17 @@ pub async fn authenticate(
         return Ok(Decision::Forward(Permit::anonymous()));
     };
     if route.auth == AuthMode::Off {
+        return Ok(Decision::Forward(Permit::anonymous()));
+    }
+    // A CORS preflight is sent without credentials (Fetch standard), so it cannot log in: on an
+    // api route with `preflight = "pass"` it goes upstream anonymously (`preflight` is always
+    // `Auth` on other routes).
+    if route.preflight == Preflight::Pass
+        && req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
         return Ok(Decision::Forward(Permit::anonymous()));
     }
     let now = now();
