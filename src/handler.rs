@@ -79,8 +79,8 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
 
-    let mut route = None;
-    let mut resp = match phases(&gateway, req, &view, &request_id, &mut route).await {
+    let (mut route, mut fwd) = (None, false);
+    let mut resp = match phases(&gateway, req, &view, &request_id, &mut route, &mut fwd).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(wants_json, request_id.to_str().unwrap_or("-")),
     };
@@ -103,6 +103,7 @@ pub async fn handle(
         path,
         status: parts.status.as_u16(),
         route,
+        forwarded: fwd,
         request_id,
         client_ip: view.client_ip,
     };
@@ -115,6 +116,7 @@ async fn phases(
     view: &ClientView,
     request_id: &http::HeaderValue,
     chosen: &mut Option<Arc<RouteSettings>>,
+    forwarded: &mut bool,
 ) -> Result<Response<Body>, GatewayError> {
     let size = headers::header_bytes(req.headers());
     if size > gateway.settings.server.max_request_header_bytes {
@@ -144,5 +146,6 @@ async fn phases(
         jwt_header: gateway.auth().map(Auth::jwt_header),
         own_cookies: gateway.auth().map_or(&[], Auth::cookie_names),
     };
+    *forwarded = true;
     gateway.proxy.forward(fwd, req, permit).await
 }
