@@ -23,7 +23,12 @@ pub struct Entry {
     pub host: String,
     pub path: String,
     pub status: u16,
+    /// The route the request matched, if it got that far.
     pub route: Option<std::sync::Arc<crate::config::RouteSettings>>,
+    /// Whether the request was handed to the route's upstream. Answers the gateway gives
+    /// itself (login redirects, 401, 403 pages) name their route but no upstream, so an
+    /// operator does not look for them in the upstream's logs.
+    pub forwarded: bool,
     pub request_id: http::HeaderValue,
     pub client_ip: std::net::IpAddr,
 }
@@ -77,8 +82,12 @@ pub fn install(writer: crate::logwriter::LogWriter, json: bool) {
 fn write(e: &Entry, bytes: u64, complete: bool) {
     let request_id = e.request_id.to_str().unwrap_or("-");
     let route = e.route.as_ref().map_or("-", |r| r.name.as_str());
-    let upstream = e.route.as_ref().map_or("-", |r| r.upstream.url.as_str());
-    let duration_ms = e.started.elapsed().as_secs_f64() * 1000.0;
+    let upstream = match &e.route {
+        Some(r) if e.forwarded => r.upstream.url.as_str(),
+        _ => "-",
+    };
+    // Microseconds are the most a log reader can use; more digits are float noise.
+    let duration_ms = (e.started.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0;
     if let Some(sink) = SINK.get() {
         if tracing::enabled!(target: "wxgate::access", tracing::Level::INFO) {
             let line = Line {
@@ -160,7 +169,7 @@ impl Line<'_> {
         }
         let _ = writeln!(
             out,
-            "status={} bytes={} duration_ms={:?} route={:?} upstream={:?} request_id={:?} client={} complete={}",
+            "status={} bytes={} duration_ms={:.3} route={:?} upstream={:?} request_id={:?} client={} complete={}",
             self.status,
             self.bytes,
             self.duration_ms,
@@ -176,8 +185,8 @@ impl Line<'_> {
     /// As `tracing_subscriber::fmt().json().flatten_event(true)` writes it.
     fn json(&self, now: std::time::SystemTime) -> String {
         let s = |v: &str| serde_json::Value::from(v).to_string();
-        let duration = serde_json::Number::from_f64(self.duration_ms)
-            .map_or_else(|| "null".to_string(), |n| n.to_string());
+        // Fixed precision, as in the text line; still a JSON number. A duration is finite.
+        let duration = format!("{:.3}", self.duration_ms);
         format!(
             "{{\"timestamp\":\"{}\",\"level\":\"INFO\",\"method\":{},\"host\":{},\"path\":{},\"status\":{},\"bytes\":{},\"duration_ms\":{},\"route\":{},\"upstream\":{},\"request_id\":{},\"client\":\"{}\",\"complete\":{},\"target\":\"wxgate::access\"}}\n",
             humantime::format_rfc3339_micros(now),
@@ -260,7 +269,7 @@ mod tests {
         assert_eq!(
             line("shop.example.com", "/a/b").text(at()),
             "2025-11-21T08:00:00.123456Z  INFO wxgate::access: method=GET host=shop.example.com \
-             path=/a/b status=200 bytes=24 duration_ms=0.25 route=\"app\" \
+             path=/a/b status=200 bytes=24 duration_ms=0.250 route=\"app\" \
              upstream=\"http://127.0.0.1:3000\" request_id=\"abc\" client=10.0.0.7 complete=true\n"
         );
     }
@@ -274,6 +283,21 @@ mod tests {
         );
         assert_eq!(t.matches("status=").count(), 2, "{t}");
         assert!(line("", "/").text(at()).contains("host=\"\" path=/ "));
+    }
+
+    #[test]
+    fn durations_have_three_decimals_and_no_float_noise() {
+        let mut l = line("h", "/");
+        l.duration_ms = 1.0694249999999998;
+        let t = l.text(at());
+        assert!(t.contains(" duration_ms=1.069 "), "{t}");
+        let j = l.json(at());
+        assert!(j.contains("\"duration_ms\":1.069,"), "{j}");
+        let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        assert_eq!(v["duration_ms"], 1.069, "still a JSON number: {j}");
+        l.duration_ms = 12.0;
+        assert!(l.text(at()).contains(" duration_ms=12.000 "));
+        assert!(l.json(at()).contains("\"duration_ms\":12.000,"));
     }
 
     #[test]

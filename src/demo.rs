@@ -1,6 +1,7 @@
 //! `wxgate demo`: the WeChat simulator, a demo upstream and the gateway on localhost, with
 //! freshly generated session and JWT keys, so a newcomer sees the whole flow with no config,
-//! no account and no network. The demo upstream shows what an upstream receives.
+//! no account and no network. The demo upstream shows what an upstream receives. Default
+//! ports that are taken are replaced by free ones; ports the user chose are not.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -69,9 +70,60 @@ pub async fn start_with(
     opts: DemoOptions,
     tls: Option<(PathBuf, PathBuf)>,
 ) -> Result<Demo, String> {
-    let simulator = simulator::start(SimConfig::default(), opts.sim_listen)
-        .await
-        .map_err(|e| format!("cannot start the simulator on {}: {e}", opts.sim_listen))?;
+    start_on(&[opts.sim_listen], &[opts.listen], tls).await
+}
+
+/// The addresses `wxgate demo` tries when none is given: `default`, the next nine ports,
+/// then any free port. 9000 (php-fpm) and 8080 are often taken, and the demo must start anyway.
+pub fn fallback_addrs(default: SocketAddr) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = (0..10)
+        .filter_map(|i| default.port().checked_add(i))
+        .map(|port| SocketAddr::new(default.ip(), port))
+        .collect();
+    addrs.push(SocketAddr::new(default.ip(), 0));
+    addrs
+}
+
+/// Starts `what` on the first of `addrs` that is not in use. Any other error stops; so does
+/// the last address being in use, with a hint naming `flag`.
+async fn first_free<T, F, Fut>(
+    addrs: &[SocketAddr],
+    flag: &str,
+    what: &str,
+    mut start: F,
+) -> Result<T, String>
+where
+    F: FnMut(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<T>>,
+{
+    let mut in_use = None;
+    for &addr in addrs {
+        match start(addr).await {
+            Ok(started) => return Ok(started),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => in_use = Some(addr),
+            Err(e) => return Err(format!("cannot start {what} on {addr}: {e}")),
+        }
+    }
+    Err(match in_use {
+        Some(addr) => format!(
+            "cannot start {what} on {addr}: the address is already in use; \
+             choose another with {flag} (e.g. {flag} 127.0.0.1:0 for any free port)"
+        ),
+        None => format!("no address to start {what} on"),
+    })
+}
+
+/// Like [`start_with`], on the first free address of `sim_addrs` for the simulator and of
+/// `gateway_addrs` for the gateway (see [`fallback_addrs`]).
+pub async fn start_on(
+    sim_addrs: &[SocketAddr],
+    gateway_addrs: &[SocketAddr],
+    tls: Option<(PathBuf, PathBuf)>,
+) -> Result<Demo, String> {
+    let simulator = first_free(sim_addrs, "--sim-listen", "the simulator", |addr| {
+        simulator::start(SimConfig::default(), addr)
+    })
+    .await?;
 
     let upstream = TcpListener::bind("127.0.0.1:0")
         .await
@@ -101,70 +153,23 @@ pub async fn start_with(
         ),
         None => String::new(),
     };
-    let toml = format!(
-        r#"
-[server]
-listen = "{listen}"
-request_timeout = "10s"
-shutdown_timeout = "5s"
-{tls_toml}
-
-[wechat]
-appid = "{appid}"
-secret = "${{DEMO_APPSECRET}}"
-api_base = "{sim}"
-open_base = "{sim}"
-unionid = "follower"
-
-[session]
-secret = "${{DEMO_SESSION_SECRET}}"
-ttl = "1d"
-
-[jwt]
-algorithm = "ES256"
-private_key = "jwt.pem"
-
-[[route]]
-name = "public"
-path = "/public"
-upstream = "http://{upstream_addr}"
-auth = "off"
-
-[[route]]
-name = "api"
-path = "/api"
-upstream = "http://{upstream_addr}"
-api = true
-non_wechat = "login"
-
-[[route]]
-name = "wechat-only"
-path = "/wechat-only"
-upstream = "http://{upstream_addr}"
-
-[[route]]
-name = "demo"
-path = "/"
-upstream = "http://{upstream_addr}"
-non_wechat = "login"
-"#,
-        listen = opts.listen,
-        appid = simulator::DEFAULT_APPID,
-    );
     let env = |name: &str| match name {
         "DEMO_APPSECRET" => Some(simulator::DEFAULT_SECRET.to_string()),
         "DEMO_SESSION_SECRET" => Some(session_secret.clone()),
         _ => None,
     };
-    let settings = Settings::from_toml(&toml, &dir.join("demo.toml"), &dir, &env)
-        .map_err(|e| e.to_string())?;
-    let gateway = Arc::new(Gateway::new(settings).map_err(|e| e.to_string())?);
-    let gateway = crate::server::start(gateway).await.map_err(|e| {
-        format!(
-            "cannot listen on {}: {e} (try --listen 127.0.0.1:0)",
-            opts.listen
-        )
-    })?;
+    let gateway = first_free(gateway_addrs, "--listen", "the gateway", |listen| {
+        let toml = demo_toml(listen, &tls_toml, &sim, upstream_addr);
+        let gateway = Settings::from_toml(&toml, &dir.join("demo.toml"), &dir, &env)
+            .map_err(|e| e.to_string())
+            .and_then(|settings| Gateway::new(settings).map_err(|e| e.to_string()));
+        async move {
+            // Not a bind error: reported as is, the next address would not help.
+            let gateway = gateway.map_err(std::io::Error::other)?;
+            crate::server::start(Arc::new(gateway)).await
+        }
+    })
+    .await?;
 
     let scheme = if tls.is_some() { "https" } else { "http" };
     let jwks_url = format!("{scheme}://{}/_wxgate/jwks.json", gateway.local_addr());
@@ -340,10 +345,39 @@ async fn serve_upstream(listener: TcpListener, app: Arc<DemoUpstream>) {
     }
 }
 
-/// `wxgate demo`: start everything, print what to open, stop cleanly on Ctrl-C.
-pub async fn run_cli(opts: DemoOptions) -> Result<(), String> {
+/// Where `wxgate demo` listens when not told.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+/// Where `wxgate demo` starts the simulator when not told.
+pub const DEFAULT_SIM_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9000);
+
+/// `wxgate demo`: start everything, print what to open, stop cleanly on Ctrl-C. An address
+/// the user gave must be free; a default one in use falls back (see [`fallback_addrs`]).
+pub async fn run_cli(
+    listen: Option<SocketAddr>,
+    sim_listen: Option<SocketAddr>,
+) -> Result<(), String> {
     let stop = crate::server::termination_signal();
-    let demo = start(opts).await?;
+    let sim_addrs = sim_listen.map_or_else(|| fallback_addrs(DEFAULT_SIM_LISTEN), |a| vec![a]);
+    let gateway_addrs = listen.map_or_else(|| fallback_addrs(DEFAULT_LISTEN), |a| vec![a]);
+    let demo = start_on(&sim_addrs, &gateway_addrs, None).await?;
+    let mut moved = Vec::new();
+    if listen.is_none() && demo.gateway.local_addr() != DEFAULT_LISTEN {
+        moved.push(format!(
+            "{DEFAULT_LISTEN} is in use: the gateway listens on {} instead.",
+            demo.gateway.local_addr()
+        ));
+    }
+    if sim_listen.is_none() && demo.simulator.addr() != DEFAULT_SIM_LISTEN {
+        moved.push(format!(
+            "{DEFAULT_SIM_LISTEN} is in use: the simulator listens on {} instead.",
+            demo.simulator.addr()
+        ));
+    }
+    for line in moved {
+        println!("{line}");
+    }
     let url = demo.url();
     let sim = demo.simulator.url();
     let upstream = demo.upstream_addr;
@@ -373,4 +407,57 @@ pub async fn run_cli(opts: DemoOptions) -> Result<(), String> {
     println!("stopping…");
     demo.shutdown().await;
     Ok(())
+}
+
+/// The demo's gateway config, listening on `listen`.
+fn demo_toml(listen: SocketAddr, tls_toml: &str, sim: &str, upstream_addr: SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+listen = "{listen}"
+request_timeout = "10s"
+shutdown_timeout = "5s"
+{tls_toml}
+
+[wechat]
+appid = "{appid}"
+secret = "${{DEMO_APPSECRET}}"
+api_base = "{sim}"
+open_base = "{sim}"
+unionid = "follower"
+
+[session]
+secret = "${{DEMO_SESSION_SECRET}}"
+ttl = "1d"
+
+[jwt]
+algorithm = "ES256"
+private_key = "jwt.pem"
+
+[[route]]
+name = "public"
+path = "/public"
+upstream = "http://{upstream_addr}"
+auth = "off"
+
+[[route]]
+name = "api"
+path = "/api"
+upstream = "http://{upstream_addr}"
+api = true
+non_wechat = "login"
+
+[[route]]
+name = "wechat-only"
+path = "/wechat-only"
+upstream = "http://{upstream_addr}"
+
+[[route]]
+name = "demo"
+path = "/"
+upstream = "http://{upstream_addr}"
+non_wechat = "login"
+"#,
+        appid = simulator::DEFAULT_APPID,
+    )
 }

@@ -48,9 +48,9 @@ pub async fn handle(
     // Logged as routed (normalised); a refused path is logged as received.
     let path = req.uri().path().to_string();
 
-    let mut route = None;
+    let (mut route, mut fwd) = (None, false);
     let result = match checked {
-        Ok(()) => phases(&gateway, &snap, req, &view, &request_id, &mut route).await,
+        Ok(()) => phases(&gateway, &snap, req, &view, &request_id, &mut route, &mut fwd).await,
         Err(e) => Err(e),
     };
     let mut resp = match result {
@@ -76,6 +76,7 @@ pub async fn handle(
         path,
         status: parts.status.as_u16(),
         route,
+        forwarded: fwd,
         request_id,
         client_ip: view.client_ip,
     };
@@ -109,6 +110,7 @@ async fn phases(
     view: &ClientView,
     request_id: &http::HeaderValue,
     chosen: &mut Option<Arc<RouteSettings>>,
+    forwarded: &mut bool,
 ) -> Result<Response<Body>, GatewayError> {
     let size = headers::header_bytes(req.headers());
     if size > snap.settings.server.max_request_header_bytes {
@@ -138,5 +140,6 @@ async fn phases(
         jwt_header: snap.auth.as_ref().map(Auth::jwt_header),
         own_cookies: snap.auth.as_ref().map_or(&[], Auth::cookie_names),
     };
+    *forwarded = true;
     gateway.proxy().forward(fwd, req, permit).await
 }

@@ -1,5 +1,6 @@
-//! The `wxgate` command: `run`, `check`, `simulate`, `demo` and `cert`. Configuration errors
-//! exit with status 78 (EX_CONFIG) after one line naming the file, the key and the reason.
+//! The `wxgate` command: `run`, `check`, `simulate`, `demo`, `cert` and `healthcheck`.
+//! Configuration errors exit with status 78 (EX_CONFIG) after one line naming the file, the
+//! key and the reason (`healthcheck` exits 1 on every failure, as Docker expects).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -96,12 +97,14 @@ enum Command {
     /// Start the simulator, a demo upstream and the gateway on localhost with fresh keys:
     /// no config, no WeChat account, no network.
     Demo {
-        /// Where the gateway listens.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// Where the WeChat simulator listens.
-        #[arg(long, default_value = "127.0.0.1:9000")]
-        sim_listen: std::net::SocketAddr,
+        /// Where the gateway listens [default: 127.0.0.1:8080, or the next free port when
+        /// it is taken]. An address given here must be free.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Where the WeChat simulator listens [default: 127.0.0.1:9000, or the next free
+        /// port when it is taken]. An address given here must be free.
+        #[arg(long)]
+        sim_listen: Option<std::net::SocketAddr>,
     },
     /// Write a self-signed development certificate and key (never for production).
     Cert {
@@ -114,6 +117,20 @@ enum Command {
         /// Where to write the private key.
         #[arg(long, default_value = "certs/server.key")]
         key: PathBuf,
+        /// Overwrite an existing certificate or key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Probe a running gateway's /_wxgate/healthz (for Docker's HEALTHCHECK, which then needs
+    /// no curl): prints one line, exits 0 on a 2xx answer and 1 otherwise.
+    Healthcheck {
+        /// URL to probe [default: /_wxgate/healthz on the config's server.listen, with
+        /// 0.0.0.0 and [::] read as loopback; without a config file, http://127.0.0.1:8080]
+        #[arg(long)]
+        url: Option<String>,
+        /// Config file [default: $WXGATE_CONFIG, else ./gateway.toml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -163,8 +180,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Demo { listen, sim_listen } => {
-            let opts = wxgate::demo::DemoOptions { listen, sim_listen };
-            match runtime().block_on(wxgate::demo::run_cli(opts)) {
+            match runtime().block_on(wxgate::demo::run_cli(listen, sim_listen)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("wxgate demo: {e}");
@@ -172,7 +188,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Cert { names, cert, key } => write_cert(&names, &cert, &key),
+        Command::Cert {
+            names,
+            cert,
+            key,
+            force,
+        } => write_cert(&names, &cert, &key, force),
+        Command::Healthcheck { url, config } => healthcheck(url, config),
     }
 }
 
@@ -270,29 +292,59 @@ fn print_check(s: &Settings) {
     }
     println!("routes (in match order):");
     let router = wxgate::routes::Router::new(&s.routes);
-    for r in router.routes() {
-        let auth = match r.auth {
-            AuthMode::Required => "required",
-            AuthMode::Optional => "optional",
-            AuthMode::Off => "off",
-        };
-        let non_wechat = match r.non_wechat {
-            NonWechat::Deny => "deny",
-            NonWechat::Pass => "pass",
-            NonWechat::Login => "login",
-        };
-        println!(
-            "  {:<12} {}{:<20} -> {:<32} auth={auth} non_wechat={non_wechat} api={}",
-            r.name,
-            r.host.as_deref().unwrap_or("*"),
-            r.path,
-            r.upstream.url,
-            r.api
-        );
+    let rows: Vec<[String; 4]> = router
+        .routes()
+        .iter()
+        .map(|r| {
+            let auth = match r.auth {
+                AuthMode::Required => "required",
+                AuthMode::Optional => "optional",
+                AuthMode::Off => "off",
+            };
+            let non_wechat = match r.non_wechat {
+                NonWechat::Deny => "deny",
+                NonWechat::Pass => "pass",
+                NonWechat::Login => "login",
+            };
+            // `non_wechat` and `api` only shape how a visitor without a session is answered:
+            // on a route without authentication they do nothing, so they are not shown.
+            let policy = match r.auth {
+                AuthMode::Off => format!("auth={auth}"),
+                _ => format!("auth={auth} non_wechat={non_wechat} api={}", r.api),
+            };
+            [
+                r.name.clone(),
+                format!("{}{}", r.host.as_deref().unwrap_or("*"), r.path),
+                r.upstream.url.to_string(),
+                policy,
+            ]
+        })
+        .collect();
+    // Columns as wide as their widest cell, so that a host does not push a row out of line.
+    let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+    let (name_w, match_w, upstream_w) = (width(0), width(1), width(2));
+    for [name, matches, upstream, policy] in &rows {
+        println!("  {name:<name_w$}  {matches:<match_w$}  -> {upstream:<upstream_w$}  {policy}");
     }
 }
 
-fn write_cert(names: &[String], cert: &PathBuf, key: &PathBuf) -> ExitCode {
+fn write_cert(names: &[String], cert: &PathBuf, key: &PathBuf, force: bool) -> ExitCode {
+    // A key may be the one a deployment uses: replacing it is never silent.
+    if !force {
+        let existing: Vec<String> = [cert, key]
+            .into_iter()
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            eprintln!(
+                "wxgate: {} already exist{}; nothing written (use --force to overwrite)",
+                existing.join(" and "),
+                if existing.len() == 1 { "s" } else { "" }
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let (cert_pem, key_pem) = match wxgate::tls::self_signed(names) {
         Ok(pair) => pair,
         Err(e) => {
@@ -334,4 +386,97 @@ fn write_private(path: &PathBuf, data: &[u8]) -> std::io::Result<()> {
         opts.mode(0o600);
     }
     opts.open(path)?.write_all(data)
+}
+
+/// How long `healthcheck` waits for an answer: Docker's own default timeout is 30 s, and a
+/// gateway that takes seconds to answer its health path is not healthy.
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `wxgate healthcheck`: one GET, one line, exit 0 on a 2xx and 1 otherwise.
+fn healthcheck(url: Option<String>, config: Option<PathBuf>) -> ExitCode {
+    let (url, own_listener) = match url {
+        Some(url) => (url, false),
+        None => match healthz_url(config) {
+            Ok(url) => (url, true),
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let client = reqwest::Client::builder()
+        .timeout(HEALTHCHECK_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        // The derived URL is the gateway's own listener on loopback, whose certificate names
+        // the public host, not 127.0.0.1. The probe sends nothing and reads only a status, so
+        // skipping verification there leaks nothing; a URL given with --url is verified.
+        .danger_accept_invalid_certs(own_listener)
+        .build();
+    let probe = async {
+        let resp = client?.get(&url).send().await?;
+        Ok::<_, reqwest::Error>(resp.status())
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("unhealthy: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(probe) {
+        Ok(status) if status.is_success() => {
+            println!("healthy: {url} answered {status}");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            eprintln!("unhealthy: {url} answered {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            // reqwest's Display hides the cause (refused, timed out): name it.
+            let e = e.without_url();
+            let mut why = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                why = format!("{why}: {s}");
+                source = s.source();
+            }
+            eprintln!("unhealthy: {url}: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `/_wxgate/healthz` on the config's `server.listen` (a wildcard address is probed on
+/// loopback); without `-c` and with no config file at the default path, on 127.0.0.1:8080.
+fn healthz_url(config: Option<PathBuf>) -> Result<String, String> {
+    let explicit = config.is_some() || std::env::var_os("WXGATE_CONFIG").is_some();
+    let path = config.unwrap_or_else(config::default_path);
+    if !explicit && !path.exists() {
+        return Ok("http://127.0.0.1:8080/_wxgate/healthz".to_string());
+    }
+    let settings = Settings::load(&path).map_err(|e| format!("config error: {e}"))?;
+    let mut addr = settings.server.listen;
+    if addr.port() == 0 {
+        return Err(format!(
+            "{}: server.listen has port 0, so there is no port to probe; use --url",
+            path.display()
+        ));
+    }
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let scheme = if settings.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    Ok(format!("{scheme}://{addr}/_wxgate/healthz"))
 }
