@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod cookies;
 pub mod demo;
 pub mod error;
 pub mod handler;

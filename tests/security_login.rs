@@ -1,0 +1,181 @@
+//! Regression tests for the auth-layer security review (issue #10): Cookie headers that are not
+//! UTF-8, parallel logins from one browser, the session seal bound to the cookie name, and
+//! hash-routed single-page apps keeping their fragment across the login.
+
+#[path = "common/gw.rs"]
+mod gw;
+#[path = "common/sim.rs"]
+mod sim;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use gw::{Browser, Gw, GwConfig};
+use reqwest::header::{HeaderValue, COOKIE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use wxgate::config::Settings;
+use wxgate::handler::Gateway;
+use wxgate::simulator::SimHandle;
+
+/// An upstream that records each request head as raw bytes and answers `200 ok`: the echo
+/// upstream reports header values as text, which cannot show that bytes went through exactly.
+struct RawUpstream {
+    addr: std::net::SocketAddr,
+    heads: Arc<Mutex<Vec<Vec<u8>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RawUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn raw_upstream() -> RawUpstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("upstream binds");
+    let addr = listener.local_addr().expect("addr");
+    let heads: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let seen = heads.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        seen.lock().unwrap().push(head);
+                        let _ = s
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    RawUpstream { addr, heads, task }
+}
+
+/// The raw value of every `cookie:` line of a recorded request head.
+fn cookie_lines(head: &[u8]) -> Vec<Vec<u8>> {
+    head.split(|&b| b == b'\n')
+        .filter(|l| l.len() > 7 && l[..7].eq_ignore_ascii_case(b"cookie:"))
+        .map(|l| {
+            let v = &l[7..];
+            let v = v.strip_suffix(b"\r").unwrap_or(v);
+            v.strip_prefix(b" ").unwrap_or(v).to_vec()
+        })
+        .collect()
+}
+
+/// A gateway like [`gw::start_gateway`] in front of `upstream`, with `extra` TOML appended to
+/// `[session]`.
+async fn gateway_to(sim: &SimHandle, upstream: &str, session_extra: &str) -> Gw {
+    let cfg = GwConfig::default();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut toml = gw::gateway_toml(&cfg, &sim.url(), upstream, dir.path());
+    if !session_extra.is_empty() {
+        toml = toml.replacen("[session]\n", &format!("[session]\n{session_extra}\n"), 1);
+    }
+    let settings = Settings::from_toml(&toml, Path::new("test.toml"), dir.path(), &|_| None)
+        .unwrap_or_else(|e| panic!("test config is valid: {e}\n{toml}"));
+    let gateway = Gateway::new(settings).unwrap_or_else(|e| panic!("gateway builds: {e}"));
+    let running = wxgate::server::start(Arc::new(gateway))
+        .await
+        .expect("gateway listens");
+    let base = format!("http://{}", running.local_addr());
+    Gw {
+        running,
+        base,
+        echo: gw::echo().await,
+        cfg,
+        toml,
+        dir,
+    }
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(gw::WECHAT_UA)
+        .timeout(gw::LIMIT)
+        .build()
+        .expect("client")
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. A Cookie header that is not UTF-8
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_non_utf8_cookie_does_not_hide_the_session_and_goes_upstream_byte_exact() {
+    let s = sim::start_default().await;
+    let up = raw_upstream().await;
+    let gw = gateway_to(&s, &format!("http://{}", up.addr), "").await;
+    let mut b = Browser::wechat();
+    gw::logged_in(&mut b, &gw, "/", "alice").await;
+    let session = b.cookie("wxgate_session").expect("session").to_string();
+    up.heads.lock().unwrap().clear();
+
+    // What a browser sends when some other page set `x=é` (UTF-8 bytes, not visible ASCII)
+    // and a cookie with a Latin-1 byte: the header as a whole is not a `str`.
+    let mut raw = b"x=\xc3\xa9; wxgate_session=".to_vec();
+    raw.extend_from_slice(session.as_bytes());
+    raw.extend_from_slice(b"; lang=\xff1;theme=dark");
+    let client = no_redirects();
+    for path in ["/page", "/api/orders"] {
+        let r = client
+            .get(gw.url(path))
+            .header("accept", gw::HTML_ACCEPT)
+            .header(COOKIE, HeaderValue::from_bytes(&raw).unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}: the session is read: {r:?}");
+    }
+    // HTTP/2 style: one Cookie header per cookie.
+    let r = client
+        .get(gw.url("/h2"))
+        .header("accept", gw::HTML_ACCEPT)
+        .header(COOKIE, HeaderValue::from_bytes(b"x=\xc3\xa9").unwrap())
+        .header(
+            COOKIE,
+            HeaderValue::from_str(&format!("wxgate_session={session}")).unwrap(),
+        )
+        .header(COOKIE, HeaderValue::from_bytes(b"lang=\xff1").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "several Cookie headers: {r:?}");
+
+    let heads = up.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 3, "three requests reached the upstream");
+    for head in &heads[..2] {
+        assert_eq!(
+            cookie_lines(head),
+            vec![b"x=\xc3\xa9; lang=\xff1;theme=dark".to_vec()],
+            "other cookies unchanged, the session cookie removed: {}",
+            String::from_utf8_lossy(head)
+        );
+        assert!(
+            String::from_utf8_lossy(head).contains("x-wechat-openid:"),
+            "forwarded with identity"
+        );
+    }
+    assert_eq!(
+        cookie_lines(&heads[2]),
+        vec![b"x=\xc3\xa9; lang=\xff1".to_vec()],
+        "joined into one header for HTTP/1.1"
+    );
+    gw.stop().await;
+}
