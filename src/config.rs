@@ -769,6 +769,16 @@ impl Validator<'_> {
                 "must be letters, digits, '_' or '-' and must not start with \"__\" (\"__Host-\" is added on HTTPS)",
             ));
         }
+        // The gateway's other cookies (login state, loop guard, snapshot mark): the same name
+        // would mix two cookies, and each cookie's name is its seal's associated data.
+        if ["wxgate_state", "wxgate_guard", "wxgate_snapshot"].contains(&cookie_name.as_str())
+            || cookie_name.starts_with("wxgate_state_")
+        {
+            return Err(self.err(
+                "session.cookie_name",
+                "is the name of one of the gateway's other cookies (wxgate_state, wxgate_state_*, wxgate_guard, wxgate_snapshot)",
+            ));
+        }
         Ok(SessionSettings {
             keys,
             ttl,
@@ -1173,6 +1183,24 @@ mod tests {
         assert_eq!(e.key, "session.secret");
         let text = format!("{MIN}[session]\nsecret = [\"${{SESSION}}\", \"short\"]\n");
         assert_eq!(load(&text).unwrap_err().key, "session.secret[1]");
+    }
+
+    #[test]
+    fn session_cookie_name_must_not_be_another_gateway_cookie() {
+        for bad in [
+            "wxgate_state",
+            "wxgate_guard",
+            "wxgate_snapshot",
+            "wxgate_state_x",
+        ] {
+            let text =
+                format!("{MIN}[session]\nsecret = \"${{SESSION}}\"\ncookie_name = \"{bad}\"\n");
+            let e = load(&text).unwrap_err();
+            assert_eq!(e.key, "session.cookie_name", "{bad}");
+            assert!(e.reason.contains("other cookies"), "{e}");
+        }
+        let text = format!("{MIN}[session]\nsecret = \"${{SESSION}}\"\ncookie_name = \"sid\"\n");
+        assert_eq!(load(&text).unwrap().session.unwrap().cookie_name, "sid");
     }
 
     #[test]

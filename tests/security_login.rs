@@ -179,3 +179,66 @@ async fn a_non_utf8_cookie_does_not_hide_the_session_and_goes_upstream_byte_exac
     );
     gw.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. The session seal binds the configured cookie name
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_session_sealed_under_another_cookie_name_is_refused() {
+    let s = sim::start_default().await;
+    // Same secret, same appid, same simulator: only the cookie name differs.
+    let other_up = gw::echo().await;
+    let other = gateway_to(&s, &other_up.url(), "cookie_name = \"other_session\"").await;
+    let mine = gw::start_gateway(&s, GwConfig::default()).await;
+
+    let mut b = Browser::wechat();
+    let l = gw::login(&mut b, &other, "/", "alice").await;
+    assert_eq!(l.done.status, 302, "{:?}", l.done);
+    let minted = b
+        .cookie("other_session")
+        .expect("other gateway's session")
+        .to_string();
+    // It is a working session where it was minted...
+    let client = no_redirects();
+    let r = client
+        .get(other.url("/api/me"))
+        .header(COOKIE, format!("other_session={minted}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "accepted under its own name");
+
+    // ...and nothing under another name, on another gateway or on the same one.
+    for (gw, name) in [(&mine, "wxgate_session"), (&other, "wxgate_session")] {
+        let r = client
+            .get(gw.url("/api/me"))
+            .header(COOKIE, format!("{name}={minted}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{name} on {}: refused", gw.base);
+        let r = client
+            .get(gw.url("/_wxgate/session"))
+            .header(COOKIE, format!("{name}={minted}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "no session info either");
+    }
+    // The other gateway also refuses a default-named gateway's session under its name.
+    let mut b2 = Browser::wechat();
+    gw::logged_in(&mut b2, &mine, "/", "bob").await;
+    let r = client
+        .get(other.url("/api/me"))
+        .header(
+            COOKIE,
+            format!("other_session={}", b2.cookie("wxgate_session").unwrap()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    other.stop().await;
+    mine.stop().await;
+}

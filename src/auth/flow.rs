@@ -151,7 +151,7 @@ impl Auth {
         value: &T,
         max_age: Option<u64>,
     ) {
-        let sealed = self.codec.seal(jar.purpose(), value);
+        let sealed = self.codec.seal(self.purpose(jar), value);
         self.set_cookie(resp, jar, secure, Some((sealed, max_age)));
     }
 

@@ -91,18 +91,6 @@ enum Jar {
     Snapshot = 3,
 }
 
-impl Jar {
-    /// Associated data for sealing: a state cookie cannot be replayed as a session.
-    fn purpose(self) -> &'static str {
-        match self {
-            Jar::Session => "wxgate_session",
-            Jar::State => "wxgate_state",
-            Jar::Guard => "wxgate_guard",
-            Jar::Snapshot => "wxgate_snapshot",
-        }
-    }
-}
-
 /// The login machinery, present when `[wechat]`, `[session]` and `[jwt]` are configured.
 pub struct Auth {
     appid: String,
@@ -229,6 +217,13 @@ impl Auth {
         &self.names[jar as usize][secure as usize]
     }
 
+    /// The AEAD associated data a cookie is sealed with: its configured plain name. A state
+    /// cookie cannot be replayed as a session, and a session sealed by a gateway whose
+    /// `session.cookie_name` differs (same secret and appid) opens nowhere else.
+    fn purpose(&self, jar: Jar) -> &str {
+        &self.names[jar as usize][0]
+    }
+
     fn read<T: serde::de::DeserializeOwned>(
         &self,
         headers: &HeaderMap,
@@ -236,7 +231,7 @@ impl Auth {
         secure: bool,
     ) -> Option<T> {
         let value = headers::cookie(headers, self.cookie_name(jar, secure))?;
-        self.codec.open(jar.purpose(), value)
+        self.codec.open(self.purpose(jar), value)
     }
 
     /// The cached identity for the request's session cookie, opening and signing on a miss.
@@ -247,7 +242,7 @@ impl Auth {
                 return Some(hit);
             }
         }
-        let data: SessionData = self.codec.open(Jar::Session.purpose(), value)?;
+        let data: SessionData = self.codec.open(self.purpose(Jar::Session), value)?;
         // A cookie sealed for another appid (a shared secret across gateways) is no session here.
         if !data.is_valid_at(now) || data.appid != self.appid {
             self.cache.remove(value);
