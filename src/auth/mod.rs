@@ -183,7 +183,7 @@ impl Auth {
             jwt_ttl: jwt_cfg.ttl.as_secs(),
             names,
             own_cookies,
-            cache: SessionCache::default(),
+            cache: SessionCache::new(session.cache_max_entries, session.cache_max_bytes),
             recent_codes: flow::RecentCodes::default(),
         }))
     }
@@ -249,7 +249,7 @@ impl Auth {
             return None;
         }
         let cached = Arc::new(self.identity(data, now)?);
-        self.cache.insert(value, cached.clone());
+        self.cache.insert(value, cached.clone(), now);
         Some(cached)
     }
 
