@@ -83,7 +83,7 @@ async fn tampered_state_restarts_once_then_shows_an_error_page() {
     let loc = assert_restart(&r, &gw.base, 2, "round 1 tampered");
     assert_eq!(exchanges(&s), 0, "a mismatched state never spends the code");
     let ls: LoginState = gw::codec(&[gw::SESSION_SECRET])
-        .open("wxgate_state", b.cookie("wxgate_state").unwrap())
+        .open("wxgate_state", gw::state_cookie(&b, &loc).unwrap())
         .unwrap();
     assert_eq!((ls.round, ls.return_to.as_str()), (2, "/page"));
 
@@ -134,8 +134,10 @@ async fn missing_expired_or_future_state_and_missing_code_restart() {
             round: 1,
             created_at,
         };
-        b.jar
-            .insert("wxgate_state".into(), codec.seal("wxgate_state", &crafted));
+        b.jar.insert(
+            format!("wxgate_state_{}", crafted.state),
+            codec.seal("wxgate_state", &crafted),
+        );
         assert_restart(&b.get(&cb).await, &gw.base, 2, what);
     }
     // Control: the same crafting with a fresh timestamp is accepted (so the above failed on time).
@@ -148,8 +150,10 @@ async fn missing_expired_or_future_state_and_missing_code_restart() {
         round: 1,
         created_at: now - 60,
     };
-    b.jar
-        .insert("wxgate_state".into(), codec.seal("wxgate_state", &crafted));
+    b.jar.insert(
+        format!("wxgate_state_{}", crafted.state),
+        codec.seal("wxgate_state", &crafted),
+    );
     let r = b.get(&cb).await;
     assert_eq!(r.status, 302);
     assert_eq!(r.location().as_deref(), Some("/crafted"));

@@ -42,7 +42,10 @@ async fn full_silent_login_ends_at_the_upstream_with_identity() {
     assert_eq!(loc, expected, "exact authorize URL, parameters in order");
     // redirect_uri is encoded exactly once.
     assert!(!loc.contains("%25"), "double encoding: {loc}");
-    let sc = start.set_cookie("wxgate_state").expect("state cookie");
+    // One state cookie per pending login, named after its state.
+    let sc = start
+        .set_cookie(&format!("wxgate_state_{state}"))
+        .expect("state cookie");
     assert_eq!(sc.http_only(), Some(true));
     assert_eq!(sc.same_site(), Some(cookie::SameSite::Lax));
     assert_ne!(sc.secure(), Some(true), "plain HTTP: no Secure");
@@ -75,7 +78,9 @@ async fn full_silent_login_ends_at_the_upstream_with_identity() {
     assert_eq!(session.http_only(), Some(true));
     assert_eq!(session.same_site(), Some(cookie::SameSite::Lax));
     assert!(gw::is_removal(
-        &done.set_cookie("wxgate_state").expect("state cleared")
+        &done
+            .set_cookie(&format!("wxgate_state_{state}"))
+            .expect("state cleared")
     ));
     // The session cookie holds the identity, sealed; no WeChat token inside.
     let data: SessionData = gw::codec(&[gw::SESSION_SECRET])
@@ -772,18 +777,18 @@ async fn https_public_url_uses_secure_host_cookies() {
         Some("https://h5.example.test/_wxgate/callback"),
         "the callback is on public_url, not on the address the request came to"
     );
+    let state = gw::query_param(&loc, "state").unwrap();
     let sc = start
-        .set_cookie("__Host-wxgate_state")
+        .set_cookie(&format!("__Host-wxgate_state_{state}"))
         .expect("__Host- state cookie");
     assert_eq!(sc.secure(), Some(true));
     assert_eq!(sc.http_only(), Some(true));
     assert_eq!(sc.same_site(), Some(cookie::SameSite::Lax));
     assert_eq!(sc.path(), Some("/"));
     assert!(sc.domain().is_none());
-    assert!(start.set_cookie("wxgate_state").is_none());
+    assert!(start.set_cookie(&format!("wxgate_state_{state}")).is_none());
 
     // WeChat would call back on the public host; deliver that callback to this gateway.
-    let state = gw::query_param(&loc, "state").unwrap();
     let code = sim::code_for(&s, DEFAULT_APPID, "snsapi_base", "alice").await;
     let done = b
         .get(&gw.url(&format!("/_wxgate/callback?code={code}&state={state}")))

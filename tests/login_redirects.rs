@@ -60,7 +60,7 @@ async fn check_login(s: &wxgate::simulator::SimHandle, gw: &Gw, value: &str) -> 
     let sealed: LoginState = gw::codec(&[gw::SESSION_SECRET])
         .open(
             "wxgate_state",
-            b.cookie("wxgate_state").expect("state cookie"),
+            gw::state_cookie(&b, &loc).expect("state cookie"),
         )
         .expect("state opens");
     gw::assert_same_origin(

@@ -242,3 +242,100 @@ async fn a_session_sealed_under_another_cookie_name_is_refused() {
     other.stop().await;
     mine.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. Several logins pending in one browser
+// ---------------------------------------------------------------------------------------------
+
+/// Cookie names in the browser's jar that start with `wxgate_state`.
+fn state_cookies(b: &Browser) -> Vec<String> {
+    b.jar
+        .keys()
+        .filter(|k| k.starts_with("wxgate_state"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn two_logins_started_together_both_complete_to_their_own_paths() {
+    let s = sim::start_default().await;
+    let gw = gw::start_gateway(&s, GwConfig::default()).await;
+    let mut b = Browser::wechat();
+    // Two tabs open two pages before either comes back from WeChat.
+    let a = b.get(&gw.url("/orders?tab=a")).await;
+    let c = b.get(&gw.url("/cart")).await;
+    assert_eq!((a.status, c.status), (302, 302));
+    let (auth_a, auth_c) = (a.location().unwrap(), c.location().unwrap());
+
+    // WeChat answers both; the callbacks arrive in the other order than the starts.
+    let cb_c = gw::authorize(&mut b, &auth_c, "alice").await;
+    let cb_a = gw::authorize(&mut b, &auth_a, "alice").await;
+    let done_c = b.get(&cb_c).await;
+    assert_eq!(done_c.status, 302, "{done_c:?}");
+    assert_eq!(done_c.location().as_deref(), Some("/cart"));
+    let done_a = b.get(&cb_a).await;
+    assert_eq!(done_a.status, 302, "{done_a:?}");
+    assert_eq!(done_a.location().as_deref(), Some("/orders?tab=a"));
+    assert!(
+        state_cookies(&b).is_empty(),
+        "each callback spent its own: {:?}",
+        b.jar.keys()
+    );
+    assert_eq!(
+        s.stats().get("/sns/oauth2/access_token").copied(),
+        Some(2),
+        "both codes were exchanged, no restart"
+    );
+    let page = b.get(&gw.url("/orders?tab=a")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.seen().header("x-wechat-openid").is_some());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn pending_logins_are_capped_and_never_reach_the_upstream() {
+    let s = sim::start_default().await;
+    let gw = gw::start_gateway(&s, GwConfig::default()).await;
+    let mut b = Browser::wechat();
+    gw::logged_in(&mut b, &gw, "/", "alice").await;
+    // Logged in, yet holding pending logins (started before, in other tabs): a page that
+    // starts logins over and over keeps at most four state cookies.
+    let mut starts = Vec::new();
+    for i in 0..7 {
+        let r = b
+            .get(&gw.url(&format!("/_wxgate/login?return_to=/p{i}")))
+            .await;
+        assert_eq!(r.status, 302);
+        starts.push(r.location().unwrap());
+        assert!(state_cookies(&b).len() <= 4, "{:?}", state_cookies(&b));
+    }
+    assert_eq!(state_cookies(&b).len(), 4);
+    // The newest is always kept, and completes.
+    let last = starts.last().unwrap();
+    assert!(gw::state_cookie(&b, last).is_some());
+
+    // With state cookies in the jar, the upstream sees none of them, nor the session.
+    b.jar.insert("app".into(), "1".into());
+    let page = b.get(&gw.url("/x")).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(page.seen().header("cookie").as_deref(), Some("app=1"));
+    // The same on HTTP/2-style split Cookie headers, and for __Host- names.
+    let client = no_redirects();
+    let mut req = client.get(gw.url("/x")).header("accept", gw::HTML_ACCEPT);
+    for (k, v) in &b.jar {
+        req = req.header(COOKIE, format!("{k}={v}"));
+    }
+    let r = req
+        .header(COOKIE, "__Host-wxgate_state_abc=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = gw::Seen::parse(&r.text().await.unwrap());
+    assert_eq!(seen.header("cookie").as_deref(), Some("app=1"));
+
+    let cb = gw::authorize(&mut b, last, "alice").await;
+    let done = b.get(&cb).await;
+    assert_eq!(done.location().as_deref(), Some("/p6"));
+    gw.stop().await;
+}

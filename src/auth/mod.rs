@@ -166,7 +166,17 @@ impl Auth {
                 "__Host-wxgate_snapshot".to_string(),
             ],
         ];
-        let own_cookies = names.iter().flatten().cloned().collect();
+        // One state cookie per pending login (`wxgate_state_<state>`), matched as a prefix;
+        // the plain `wxgate_state` of earlier versions is still read and stripped.
+        let own_cookies = names
+            .iter()
+            .flatten()
+            .cloned()
+            .chain([
+                format!("{}*", flow::STATE_PREFIX),
+                format!("__Host-{}*", flow::STATE_PREFIX),
+            ])
+            .collect();
         Ok(Some(Auth {
             appid: wechat.appid.clone(),
             open_base: wechat.open_base.clone(),
@@ -192,7 +202,9 @@ impl Auth {
         &self.jwt_header
     }
 
-    /// Every cookie name the gateway uses; none of them is ever sent upstream.
+    /// Every cookie name the gateway uses; none of them is ever sent upstream. A name ending
+    /// in `*` stands for every cookie name starting with what precedes it (see
+    /// [`crate::cookies::is_own`]).
     pub fn cookie_names(&self) -> &[String] {
         &self.own_cookies
     }
