@@ -69,7 +69,7 @@ async fn full_silent_login_ends_at_the_upstream_with_identity() {
     // 3. The callback sets the session and goes back, without code and state.
     let done = b.get(&callback).await;
     assert_eq!(done.status, 302, "{done:?}");
-    assert_eq!(done.location().as_deref(), Some("/shop/item?id=7"));
+    assert_eq!(done.location().as_deref(), Some("/shop/item?id=7#"));
     assert_eq!(
         done.header("referrer-policy").as_deref(),
         Some("no-referrer")
@@ -150,14 +150,14 @@ async fn head_navigation_and_explicit_login_endpoint_redirect() {
     assert_eq!(start.status, 302, "{start:?}");
     let loc = start.location().unwrap();
     let l = gw::login_from(&mut b, start, loc, "alice").await;
-    assert_eq!(l.done.location().as_deref(), Some("/deep/page?a=1"));
+    assert_eq!(l.done.location().as_deref(), Some("/deep/page?a=1#"));
 
     // Without return_to: back to "/".
     let mut b2 = Browser::wechat();
     let start = b2.get(&gw.url("/_wxgate/login")).await;
     let loc = start.location().unwrap();
     let l = gw::login_from(&mut b2, start, loc, "bob").await;
-    assert_eq!(l.done.location().as_deref(), Some("/"));
+    assert_eq!(l.done.location().as_deref(), Some("/#"));
     gw.stop().await;
 }
 
@@ -396,7 +396,8 @@ async fn apis_xhr_json_and_posts_get_401_with_a_login_url() {
         );
         assert!(b.jar.is_empty(), "no cookie for a 401");
     }
-    // A real navigation with fetch metadata still starts the login.
+    // A real navigation with fetch metadata still starts the login (through the page that
+    // keeps the URL fragment, see tests/security_login.rs).
     let r = b
         .send(
             Method::GET,
@@ -408,7 +409,11 @@ async fn apis_xhr_json_and_posts_get_401_with_a_login_url() {
             ],
         )
         .await;
-    assert_eq!(r.status, 302, "{r:?}");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains("href=\"/_wxgate/login?return_to=%2Fpage\""),
+        "{r:?}"
+    );
     // The login_url starts the flow and comes back to the API path.
     let mut b = Browser::wechat();
     let r = b
@@ -419,7 +424,7 @@ async fn apis_xhr_json_and_posts_get_401_with_a_login_url() {
     assert_eq!(start.status, 302);
     let loc = start.location().unwrap();
     let l = gw::login_from(&mut b, start, loc, "alice").await;
-    assert_eq!(l.done.location().as_deref(), Some("/api/orders?page=2"));
+    assert_eq!(l.done.location().as_deref(), Some("/api/orders?page=2#"));
     // With the session the API answers.
     let ok = b
         .send(
@@ -794,7 +799,7 @@ async fn https_public_url_uses_secure_host_cookies() {
         .get(&gw.url(&format!("/_wxgate/callback?code={code}&state={state}")))
         .await;
     assert_eq!(done.status, 302, "{done:?}");
-    assert_eq!(done.location().as_deref(), Some("/shop"));
+    assert_eq!(done.location().as_deref(), Some("/shop#"));
     let session = done
         .set_cookie("__Host-wxgate_session")
         .expect("__Host- session");

@@ -272,10 +272,10 @@ async fn two_logins_started_together_both_complete_to_their_own_paths() {
     let cb_a = gw::authorize(&mut b, &auth_a, "alice").await;
     let done_c = b.get(&cb_c).await;
     assert_eq!(done_c.status, 302, "{done_c:?}");
-    assert_eq!(done_c.location().as_deref(), Some("/cart"));
+    assert_eq!(done_c.location().as_deref(), Some("/cart#"));
     let done_a = b.get(&cb_a).await;
     assert_eq!(done_a.status, 302, "{done_a:?}");
-    assert_eq!(done_a.location().as_deref(), Some("/orders?tab=a"));
+    assert_eq!(done_a.location().as_deref(), Some("/orders?tab=a#"));
     assert!(
         state_cookies(&b).is_empty(),
         "each callback spent its own: {:?}",
@@ -336,6 +336,108 @@ async fn pending_logins_are_capped_and_never_reach_the_upstream() {
 
     let cb = gw::authorize(&mut b, last, "alice").await;
     let done = b.get(&cb).await;
-    assert_eq!(done.location().as_deref(), Some("/p6"));
+    assert_eq!(done.location().as_deref(), Some("/p6#"));
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Hash-routed single-page apps
+// ---------------------------------------------------------------------------------------------
+
+const NAVIGATION: [(&str, &str); 3] = [
+    ("accept", gw::HTML_ACCEPT),
+    ("sec-fetch-mode", "navigate"),
+    ("sec-fetch-dest", "document"),
+];
+
+/// What the page's script does: the link's href plus `encodeURIComponent(location.hash)`.
+fn page_login_href(body: &str) -> String {
+    let start = body.find("id=\"login\" href=\"").expect("login link") + 17;
+    let end = start + body[start..].find('"').expect("href end");
+    body[start..end].replace("&amp;", "&")
+}
+
+#[tokio::test]
+async fn a_navigation_keeps_its_fragment_across_the_login() {
+    use base64::Engine as _;
+    let s = sim::start_default().await;
+    let gw = gw::start_gateway(&s, GwConfig::default()).await;
+    let mut b = Browser::wechat();
+
+    let page = b
+        .send(reqwest::Method::GET, &gw.url("/app?v=2"), &NAVIGATION)
+        .await;
+    assert_eq!(page.status, 200, "a page, not a 302: {page:?}");
+    assert!(
+        b.jar.is_empty(),
+        "no login state before the fragment is known"
+    );
+    // The page: a strict CSP whose hash allows exactly the inline script, nothing external.
+    let body = &page.body;
+    let script_start = body.find("<script>").expect("script") + 8;
+    let script =
+        &body[script_start..script_start + body[script_start..].find("</script>").unwrap()];
+    let digest = ring::digest::digest(&ring::digest::SHA256, script.as_bytes());
+    let csp = page.header("content-security-policy").expect("CSP");
+    assert!(
+        csp.starts_with("default-src 'none'; script-src 'sha256-")
+            && csp.contains(&base64::engine::general_purpose::STANDARD.encode(digest.as_ref())),
+        "{csp}"
+    );
+    assert!(!body.contains(" src="), "no external resource: {body}");
+    assert!(script.contains("location.hash"), "{script}");
+    let href = page_login_href(body);
+    assert_eq!(href, "/_wxgate/login?return_to=%2Fapp%3Fv%3D2");
+    // Without JavaScript: a meta refresh to the same login.
+    assert!(body.contains(&format!(
+        "<noscript><meta http-equiv=\"refresh\" content=\"0;url={href}\">"
+    )));
+
+    // The script appends the fragment; the login comes back to it.
+    let start = b
+        .get(&gw.url(&format!("{href}{}", gw::enc("#/orders?id=7"))))
+        .await;
+    assert_eq!(start.status, 302, "{start:?}");
+    let l = {
+        let loc = start.location().unwrap();
+        gw::login_from(&mut b, start, loc, "alice")
+    }
+    .await;
+    assert_eq!(l.done.status, 302, "{:?}", l.done);
+    assert_eq!(l.done.location().as_deref(), Some("/app?v=2#/orders?id=7"));
+
+    // The no-JavaScript path works too, and ends on an explicit empty fragment, so the
+    // `#wechat_redirect` the browser carries from WeChat's authorize URL is not inherited.
+    let mut b = Browser::wechat();
+    let start = b.get(&gw.url(&href)).await;
+    let l = {
+        let loc = start.location().unwrap();
+        gw::login_from(&mut b, start, loc, "alice")
+    }
+    .await;
+    assert_eq!(l.done.location().as_deref(), Some("/app?v=2#"));
+
+    // A fragment cannot turn the return path into another origin.
+    for frag in [
+        "#//evil.example",
+        "#\\\\evil.example",
+        "#@evil.example",
+        "#\t//evil",
+    ] {
+        let mut b = Browser::wechat();
+        let start = b.get(&gw.url(&format!("{href}{}", gw::enc(frag)))).await;
+        let l = {
+            let loc = start.location().unwrap();
+            gw::login_from(&mut b, start, loc, "alice")
+        }
+        .await;
+        let fin = l.done.location().unwrap();
+        gw::assert_same_origin(&gw.base, &fin, frag);
+        assert!(fin.starts_with("/app?v=2#") || fin == "/#", "{frag}: {fin}");
+    }
+
+    // Clients without fetch metadata (API tools, old WebViews) still get the direct 302.
+    let mut b = Browser::wechat();
+    assert_eq!(b.get(&gw.url("/app")).await.status, 302);
     gw.stop().await;
 }

@@ -234,6 +234,27 @@ impl Auth {
         self.redirect_to_wechat(headers, view, return_to, 1, None, now)
     }
 
+    /// An unauthenticated page navigation by a browser that says so (`Sec-Fetch-Dest:
+    /// document`): a tiny page that adds `location.hash`, which never reaches a server, to
+    /// the return path and goes on to `/_wxgate/login`, so hash-routed apps (`/#/orders`)
+    /// come back where they were. Without JavaScript, a meta refresh and a link go to the
+    /// same login without the fragment. Other clients get the direct 302.
+    pub(super) fn begin_navigation(
+        &self,
+        headers: &HeaderMap,
+        view: &ClientView,
+        here: &str,
+        now: u64,
+    ) -> Response<Body> {
+        let document = headers
+            .get("sec-fetch-dest")
+            .is_some_and(|d| d.as_bytes().eq_ignore_ascii_case(b"document"));
+        if !document || self.guard(headers, self.secure(view)).tripped(now) {
+            return self.begin(headers, view, here, now);
+        }
+        hash_keeping_page(&login_url(&safe_return_to(here)))
+    }
+
     /// 302 to WeChat's authorize page, with the state and the return path in this login's own
     /// sealed cookie.
     fn redirect_to_wechat(
@@ -458,7 +479,14 @@ impl Auth {
     /// 302 to the (already sanitized) return path, with this login's state cookie spent
     /// (the other pending logins keep theirs).
     fn back_to(&self, return_to: &str, spent: Option<&str>, secure: bool) -> Response<Body> {
-        let target = super::redirect::strip_params(&safe_return_to(return_to), &["code", "state"]);
+        let mut target =
+            super::redirect::strip_params(&safe_return_to(return_to), &["code", "state"]);
+        if !target.contains('#') {
+            // An explicit (empty) fragment: a 302 without one inherits the fragment of the
+            // URL it answers, and the browser reached the callback from WeChat's authorize
+            // URL, which ends in `#wechat_redirect`, a route to a hash router.
+            target.push('#');
+        }
         let mut resp = pages::redirect(&encode_for_location(&target));
         if let Some(name) = spent {
             set_named_cookie(&mut resp, name.to_string(), secure, None);
@@ -497,6 +525,35 @@ impl Auth {
         }
         resp
     }
+}
+
+/// Reads the fragment into the login's return path. Fixed text, allowed by its hash in the
+/// page's CSP; the login URL comes from the link, so nothing is interpolated into script.
+/// `#wechat_redirect` is WeChat's marker, never an app's route.
+const HASH_SCRIPT: &str = "var l=document.getElementById('login'),h=location.hash;\
+if(h==='#wechat_redirect')h='';location.replace(l.getAttribute('href')+encodeURIComponent(h));";
+
+/// The page of [`Auth::begin_navigation`]: no external resources, a strict CSP.
+fn hash_keeping_page(login: &str) -> Response<Body> {
+    use base64::Engine as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, HASH_SCRIPT.as_bytes());
+    let csp = format!(
+        "default-src 'none'; script-src 'sha256-{}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    );
+    let href = pages::escape(login);
+    let doc = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Signing in</title>\
+<noscript><meta http-equiv=\"refresh\" content=\"0;url={href}\"></noscript></head>\
+<body><p><a id=\"login\" href=\"{href}\">Continue to WeChat sign-in</a></p>\
+<script>{HASH_SCRIPT}</script></body></html>\n"
+    );
+    let mut resp = pages::html(StatusCode::OK, doc);
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
 }
 
 /// Appends a `Set-Cookie` for one of the gateway's cookies: host-only, path `/`, HttpOnly,

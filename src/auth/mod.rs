@@ -397,7 +397,7 @@ pub async fn authenticate(
             &format!("{}{here}", auth.origin(view)),
         ))));
     }
-    Ok(Decision::Respond(Box::new(auth.begin(
+    Ok(Decision::Respond(Box::new(auth.begin_navigation(
         req.headers(),
         view,
         here,
