@@ -99,6 +99,8 @@ struct RawSession {
     secret: OneOrMany,
     ttl: Option<String>,
     cookie_name: Option<String>,
+    cache_max_entries: Option<u64>,
+    cache_max_bytes: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,6 +216,10 @@ pub struct SessionSettings {
     pub keys: Vec<Secret>,
     pub ttl: Duration,
     pub cookie_name: String,
+    /// Most sessions kept in the in-memory session cache.
+    pub cache_max_entries: usize,
+    /// Approximate bytes the session cache may hold.
+    pub cache_max_bytes: usize,
 }
 
 /// The JWT algorithms, shared with the signer so the two can never disagree.
@@ -469,6 +475,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("duration {s:?} must be greater than zero"));
     }
     Ok(d)
+}
+
+/// `"32MB"`, `"512KB"`, `"1GB"`, `"4096B"` or `"4096"`: binary units (1KB = 1024 bytes), case
+/// and a space before the unit ignored. `None` for anything else or on overflow.
+fn parse_cache_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let n: u64 = t[..digits].parse().ok()?;
+    let shift = match t[digits..].trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "KB" | "K" | "KIB" => 10,
+        "MB" | "M" | "MIB" => 20,
+        "GB" | "G" | "GIB" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1 << shift)
 }
 
 /// A session or JWT secret: base64 that decodes to >= 32 bytes, else >= 32 raw bytes.
@@ -789,10 +811,46 @@ impl Validator<'_> {
                 "must be letters, digits, '_' or '-' and must not start with \"__\" (\"__Host-\" is added on HTTPS)",
             ));
         }
+        // The gateway's other cookies (login state, loop guard, snapshot mark): the same name
+        // would mix two cookies, and each cookie's name is its seal's associated data.
+        if ["wxgate_state", "wxgate_guard", "wxgate_snapshot"].contains(&cookie_name.as_str())
+            || cookie_name.starts_with("wxgate_state_")
+        {
+            return Err(self.err(
+                "session.cookie_name",
+                "is the name of one of the gateway's other cookies (wxgate_state, wxgate_state_*, wxgate_guard, wxgate_snapshot)",
+            ));
+        }
+        let cache_max_entries = match s.cache_max_entries {
+            None => 10_000,
+            Some(n @ 1..=10_000_000) => n as usize,
+            Some(n) => {
+                return Err(self.err(
+                    "session.cache_max_entries",
+                    format!("{n} is out of range: 1 to 10000000"),
+                ))
+            }
+        };
+        let cache_max_bytes = match s.cache_max_bytes.as_deref() {
+            None => 32 << 20,
+            Some(text) => match parse_cache_size(text) {
+                Some(n @ 65_536..=17_179_869_184) => n as usize,
+                _ => {
+                    return Err(self.err(
+                        "session.cache_max_bytes",
+                        format!(
+                            "{text:?} is not a size from \"64KB\" to \"16GB\" (a number with B, KB, MB or GB; 1KB = 1024 bytes)"
+                        ),
+                    ))
+                }
+            },
+        };
         Ok(SessionSettings {
             keys,
             ttl,
             cookie_name,
+            cache_max_entries,
+            cache_max_bytes,
         })
     }
 
@@ -1386,6 +1444,54 @@ mod tests {
             assert_eq!(e.key, key, "{extra}: {e}");
             assert!(e.reason.contains(why), "{extra}: {e}");
         }
+    }
+
+    #[test]
+    fn session_cookie_name_must_not_be_another_gateway_cookie() {
+        for bad in [
+            "wxgate_state",
+            "wxgate_guard",
+            "wxgate_snapshot",
+            "wxgate_state_x",
+        ] {
+            let text =
+                format!("{MIN}[session]\nsecret = \"${{SESSION}}\"\ncookie_name = \"{bad}\"\n");
+            let e = load(&text).unwrap_err();
+            assert_eq!(e.key, "session.cookie_name", "{bad}");
+            assert!(e.reason.contains("other cookies"), "{e}");
+        }
+        let text = format!("{MIN}[session]\nsecret = \"${{SESSION}}\"\ncookie_name = \"sid\"\n");
+        assert_eq!(load(&text).unwrap().session.unwrap().cookie_name, "sid");
+    }
+
+    #[test]
+    fn session_cache_bounds() {
+        let base = format!("{MIN}[session]\nsecret = \"${{SESSION}}\"\n");
+        let s = load(&base).unwrap().session.unwrap();
+        assert_eq!((s.cache_max_entries, s.cache_max_bytes), (10_000, 32 << 20));
+        let s = load(&format!(
+            "{base}cache_max_entries = 500\ncache_max_bytes = \"8 MB\"\n"
+        ))
+        .unwrap()
+        .session
+        .unwrap();
+        assert_eq!((s.cache_max_entries, s.cache_max_bytes), (500, 8 << 20));
+        for (extra, key) in [
+            ("cache_max_entries = 0", "session.cache_max_entries"),
+            ("cache_max_bytes = \"32XB\"", "session.cache_max_bytes"),
+            ("cache_max_bytes = \"1KB\"", "session.cache_max_bytes"),
+            (
+                "cache_max_bytes = \"99999999999GB\"",
+                "session.cache_max_bytes",
+            ),
+        ] {
+            let e = load(&format!("{base}{extra}\n")).unwrap_err();
+            assert_eq!(e.key, key, "{extra}: {e}");
+        }
+        assert_eq!(parse_cache_size("4096"), Some(4096));
+        assert_eq!(parse_cache_size("1gb"), Some(1 << 30));
+        assert_eq!(parse_cache_size("MB"), None);
+        assert_eq!(parse_cache_size("-1MB"), None);
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use ipnet::IpNet;
 
+use crate::cookies;
+
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -116,42 +118,16 @@ pub fn strip_identity(headers: &mut HeaderMap, jwt_header: Option<&HeaderName>) 
     }
 }
 
-/// Removes the named cookies from every `Cookie` header, dropping the header if it empties.
+/// Removes the named cookies from every `Cookie` header, dropping the header if it empties;
+/// other cookies are kept byte for byte. A name ending in `*` is a prefix: see [`cookies::strip`].
 pub fn strip_cookies<S: AsRef<str>>(headers: &mut HeaderMap, names: &[S]) {
-    if !headers.contains_key(header::COOKIE) {
-        return;
-    }
-    let kept: Vec<String> = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("").trim();
-            !pair.is_empty() && !names.iter().any(|n| n.as_ref() == name)
-        })
-        .map(str::to_string)
-        .collect();
-    headers.remove(header::COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, v);
-        }
-    }
+    cookies::strip(headers, names)
 }
 
-/// The value of cookie `name` in the request, if present.
+/// The value of cookie `name` in the request, if present (read as bytes: a foreign cookie
+/// that is not UTF-8 does not hide it). See [`cookies::get_str`].
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (k, v) = pair.trim().split_once('=')?;
-            (k.trim() == name).then(|| v.trim())
-        })
+    cookies::get_str(headers, name)
 }
 
 /// Total size of the request headers as they arrived (name + value + ": " + CRLF).

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod cookies;
 pub mod demo;
 pub mod error;
 pub mod handler;

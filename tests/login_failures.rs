@@ -83,7 +83,7 @@ async fn tampered_state_restarts_once_then_shows_an_error_page() {
     let loc = assert_restart(&r, &gw.base, 2, "round 1 tampered");
     assert_eq!(exchanges(&s), 0, "a mismatched state never spends the code");
     let ls: LoginState = gw::codec(&[gw::SESSION_SECRET])
-        .open("wxgate_state", b.cookie("wxgate_state").unwrap())
+        .open("wxgate_state", gw::state_cookie(&b, &loc).unwrap())
         .unwrap();
     assert_eq!((ls.round, ls.return_to.as_str()), (2, "/page"));
 
@@ -134,8 +134,10 @@ async fn missing_expired_or_future_state_and_missing_code_restart() {
             round: 1,
             created_at,
         };
-        b.jar
-            .insert("wxgate_state".into(), codec.seal("wxgate_state", &crafted));
+        b.jar.insert(
+            format!("wxgate_state_{}", crafted.state),
+            codec.seal("wxgate_state", &crafted),
+        );
         assert_restart(&b.get(&cb).await, &gw.base, 2, what);
     }
     // Control: the same crafting with a fresh timestamp is accepted (so the above failed on time).
@@ -148,11 +150,13 @@ async fn missing_expired_or_future_state_and_missing_code_restart() {
         round: 1,
         created_at: now - 60,
     };
-    b.jar
-        .insert("wxgate_state".into(), codec.seal("wxgate_state", &crafted));
+    b.jar.insert(
+        format!("wxgate_state_{}", crafted.state),
+        codec.seal("wxgate_state", &crafted),
+    );
     let r = b.get(&cb).await;
     assert_eq!(r.status, 302);
-    assert_eq!(r.location().as_deref(), Some("/crafted"));
+    assert_eq!(r.location().as_deref(), Some("/crafted#"));
     assert_eq!(exchanges(&s), 1, "only the control exchanged its code");
 
     // A callback without code (e.g. a refused consent): restart, then the error page.
@@ -184,7 +188,7 @@ async fn replayed_callbacks_never_log_in_another_browser() {
     // return path left with the spent state cookie, so it lands on "/".
     let r = a.get(&l.callback).await;
     assert_eq!(r.status, 302, "{r:?}");
-    assert_eq!(r.location().as_deref(), Some("/"));
+    assert_eq!(r.location().as_deref(), Some("/#"));
     assert!(r.set_cookie("wxgate_session").is_none());
     assert!(a.cookie("wxgate_session").is_some(), "the session is kept");
     assert_eq!(exchanges(&s), 1);
@@ -242,7 +246,7 @@ async fn double_callbacks_land_in_the_session() {
     let r2 = b2.get(&cb2).await;
     for (r, br) in [(&r1, &b), (&r2, &b2)] {
         assert_eq!(r.status, 302, "{r:?}");
-        assert_eq!(r.location().as_deref(), Some("/page?tab=2"));
+        assert_eq!(r.location().as_deref(), Some("/page?tab=2#"));
         let seen = {
             let mut x = Browser::wechat();
             x.jar = br.jar.clone();
@@ -262,12 +266,12 @@ async fn double_callbacks_land_in_the_session() {
     let jar = b.jar.clone();
     let before = exchanges(&s);
     let first = b.get(&cb).await;
-    assert_eq!(first.location().as_deref(), Some("/twice"));
+    assert_eq!(first.location().as_deref(), Some("/twice#"));
     let mut again = Browser::wechat();
     again.jar = jar;
     let second = again.get(&cb).await;
     assert_eq!(second.status, 302, "{second:?}");
-    assert_eq!(second.location().as_deref(), Some("/twice"));
+    assert_eq!(second.location().as_deref(), Some("/twice#"));
     assert_eq!(
         exchanges(&s),
         before + 2,
@@ -287,7 +291,7 @@ async fn double_callbacks_land_in_the_session() {
         let cb = gw::authorize(&mut b, &start.location().unwrap(), "alice").await;
         let r = b.get(&cb).await;
         assert_eq!(r.status, 302, "{errcode}: {r:?}");
-        assert_eq!(r.location().as_deref(), Some("/again"), "{errcode}");
+        assert_eq!(r.location().as_deref(), Some("/again#"), "{errcode}");
         assert!(b.cookie("wxgate_session").is_some());
 
         let mut fresh = Browser::wechat();
@@ -416,7 +420,7 @@ async fn snapshot_user_gets_no_session() {
     let mut b = Browser::wechat();
     let l = gw::login(&mut b, &gw, "/page", "carol").await;
     assert_eq!(l.done.status, 302, "{:?}", l.done);
-    assert_eq!(l.done.location().as_deref(), Some("/page"));
+    assert_eq!(l.done.location().as_deref(), Some("/page#"));
     assert!(
         l.done.set_cookie("wxgate_session").is_none(),
         "never a session for a virtual openid"
@@ -467,7 +471,7 @@ async fn snapshot_user_gets_no_session() {
     let start = b.get(&gw.url("/_wxgate/login?return_to=%2Fpage")).await;
     let loc = start.location().unwrap();
     let l = gw::login_from(&mut b, start, loc, "alice").await;
-    assert_eq!(l.done.location().as_deref(), Some("/page"));
+    assert_eq!(l.done.location().as_deref(), Some("/page#"));
     assert!(b.cookie("wxgate_snapshot").is_none());
     let seen = b.get(&gw.url("/page")).await.seen();
     assert_eq!(

@@ -42,7 +42,10 @@ async fn full_silent_login_ends_at_the_upstream_with_identity() {
     assert_eq!(loc, expected, "exact authorize URL, parameters in order");
     // redirect_uri is encoded exactly once.
     assert!(!loc.contains("%25"), "double encoding: {loc}");
-    let sc = start.set_cookie("wxgate_state").expect("state cookie");
+    // One state cookie per pending login, named after its state.
+    let sc = start
+        .set_cookie(&format!("wxgate_state_{state}"))
+        .expect("state cookie");
     assert_eq!(sc.http_only(), Some(true));
     assert_eq!(sc.same_site(), Some(cookie::SameSite::Lax));
     assert_ne!(sc.secure(), Some(true), "plain HTTP: no Secure");
@@ -66,7 +69,7 @@ async fn full_silent_login_ends_at_the_upstream_with_identity() {
     // 3. The callback sets the session and goes back, without code and state.
     let done = b.get(&callback).await;
     assert_eq!(done.status, 302, "{done:?}");
-    assert_eq!(done.location().as_deref(), Some("/shop/item?id=7"));
+    assert_eq!(done.location().as_deref(), Some("/shop/item?id=7#"));
     assert_eq!(
         done.header("referrer-policy").as_deref(),
         Some("no-referrer")
@@ -75,7 +78,9 @@ async fn full_silent_login_ends_at_the_upstream_with_identity() {
     assert_eq!(session.http_only(), Some(true));
     assert_eq!(session.same_site(), Some(cookie::SameSite::Lax));
     assert!(gw::is_removal(
-        &done.set_cookie("wxgate_state").expect("state cleared")
+        &done
+            .set_cookie(&format!("wxgate_state_{state}"))
+            .expect("state cleared")
     ));
     // The session cookie holds the identity, sealed; no WeChat token inside.
     let data: SessionData = gw::codec(&[gw::SESSION_SECRET])
@@ -145,14 +150,14 @@ async fn head_navigation_and_explicit_login_endpoint_redirect() {
     assert_eq!(start.status, 302, "{start:?}");
     let loc = start.location().unwrap();
     let l = gw::login_from(&mut b, start, loc, "alice").await;
-    assert_eq!(l.done.location().as_deref(), Some("/deep/page?a=1"));
+    assert_eq!(l.done.location().as_deref(), Some("/deep/page?a=1#"));
 
     // Without return_to: back to "/".
     let mut b2 = Browser::wechat();
     let start = b2.get(&gw.url("/_wxgate/login")).await;
     let loc = start.location().unwrap();
     let l = gw::login_from(&mut b2, start, loc, "bob").await;
-    assert_eq!(l.done.location().as_deref(), Some("/"));
+    assert_eq!(l.done.location().as_deref(), Some("/#"));
     gw.stop().await;
 }
 
@@ -391,7 +396,8 @@ async fn apis_xhr_json_and_posts_get_401_with_a_login_url() {
         );
         assert!(b.jar.is_empty(), "no cookie for a 401");
     }
-    // A real navigation with fetch metadata still starts the login.
+    // A real navigation with fetch metadata still starts the login (through the page that
+    // keeps the URL fragment, see tests/security_login.rs).
     let r = b
         .send(
             Method::GET,
@@ -403,7 +409,11 @@ async fn apis_xhr_json_and_posts_get_401_with_a_login_url() {
             ],
         )
         .await;
-    assert_eq!(r.status, 302, "{r:?}");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains("href=\"/_wxgate/login?return_to=%2Fpage\""),
+        "{r:?}"
+    );
     // The login_url starts the flow and comes back to the API path.
     let mut b = Browser::wechat();
     let r = b
@@ -414,7 +424,7 @@ async fn apis_xhr_json_and_posts_get_401_with_a_login_url() {
     assert_eq!(start.status, 302);
     let loc = start.location().unwrap();
     let l = gw::login_from(&mut b, start, loc, "alice").await;
-    assert_eq!(l.done.location().as_deref(), Some("/api/orders?page=2"));
+    assert_eq!(l.done.location().as_deref(), Some("/api/orders?page=2#"));
     // With the session the API answers.
     let ok = b
         .send(
@@ -772,24 +782,24 @@ async fn https_public_url_uses_secure_host_cookies() {
         Some("https://h5.example.test/_wxgate/callback"),
         "the callback is on public_url, not on the address the request came to"
     );
+    let state = gw::query_param(&loc, "state").unwrap();
     let sc = start
-        .set_cookie("__Host-wxgate_state")
+        .set_cookie(&format!("__Host-wxgate_state_{state}"))
         .expect("__Host- state cookie");
     assert_eq!(sc.secure(), Some(true));
     assert_eq!(sc.http_only(), Some(true));
     assert_eq!(sc.same_site(), Some(cookie::SameSite::Lax));
     assert_eq!(sc.path(), Some("/"));
     assert!(sc.domain().is_none());
-    assert!(start.set_cookie("wxgate_state").is_none());
+    assert!(start.set_cookie(&format!("wxgate_state_{state}")).is_none());
 
     // WeChat would call back on the public host; deliver that callback to this gateway.
-    let state = gw::query_param(&loc, "state").unwrap();
     let code = sim::code_for(&s, DEFAULT_APPID, "snsapi_base", "alice").await;
     let done = b
         .get(&gw.url(&format!("/_wxgate/callback?code={code}&state={state}")))
         .await;
     assert_eq!(done.status, 302, "{done:?}");
-    assert_eq!(done.location().as_deref(), Some("/shop"));
+    assert_eq!(done.location().as_deref(), Some("/shop#"));
     let session = done
         .set_cookie("__Host-wxgate_session")
         .expect("__Host- session");

@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wxgate::config::Settings;
-use wxgate::handler::Gateway;
+use wxgate::app::Gateway;
 use wxgate::simulator::SimHandle;
 
 use common::{ChannelBody, WAIT};

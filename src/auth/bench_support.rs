@@ -20,7 +20,7 @@ pub fn seal_session(auth: &Auth, openid: &str, unionid: Option<&str>) -> String 
         issued_at: now,
         expires_at: now + auth.session_ttl,
     };
-    auth.codec.seal(Jar::Session.purpose(), &data)
+    auth.codec.seal(auth.purpose(Jar::Session), &data)
 }
 
 /// The session cookie's name on plain HTTP (`secure = false`) or HTTPS.
@@ -49,6 +49,6 @@ pub fn authenticate_and_rewrite(auth: &Auth, headers: &mut HeaderMap, secure: bo
 /// Opens (decrypts and parses) a session cookie value without the cache.
 pub fn open_session(auth: &Auth, value: &str) -> bool {
     auth.codec
-        .open::<SessionData>(Jar::Session.purpose(), value)
+        .open::<SessionData>(auth.purpose(Jar::Session), value)
         .is_some()
 }

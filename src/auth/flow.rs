@@ -31,6 +31,12 @@ const URI_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
 
 /// How long the browser has between leaving for WeChat and coming back.
 const STATE_TTL: u64 = 600;
+/// Each pending login has its own state cookie, `wxgate_state_<state>` (`__Host-` on HTTPS),
+/// so logins started in parallel (two tabs) do not overwrite each other's.
+pub(super) const STATE_PREFIX: &str = "wxgate_state_";
+/// Most pending logins kept per browser; starting one more evicts the oldest. Bounds the
+/// Cookie header (each is ~300 bytes) whatever a page does.
+pub(super) const MAX_PENDING_LOGINS: usize = 4;
 /// Rounds per login attempt: the first, and one restart.
 const MAX_ROUNDS: u8 = 2;
 /// How long an exchanged code is remembered, for duplicate callbacks (codes live 5 minutes).
@@ -123,23 +129,76 @@ impl Auth {
         value: Option<(String, Option<u64>)>,
     ) {
         let name = self.cookie_name(jar, secure).to_string();
-        let mut c = match &value {
-            Some((v, _)) => Cookie::new(name, v.clone()),
-            None => Cookie::new(name, ""),
-        };
-        c.set_path("/");
-        c.set_http_only(true);
-        c.set_same_site(SameSite::Lax);
-        c.set_secure(secure);
-        match value {
-            Some((_, Some(max_age))) => {
-                c.set_max_age(cookie::time::Duration::seconds(max_age as i64))
-            }
-            Some((_, None)) => {}
-            None => c.make_removal(),
+        set_named_cookie(resp, name, secure, value);
+    }
+
+    /// The name of the state cookie of the login whose `state` this is.
+    fn state_cookie_name(&self, state: &str, secure: bool) -> String {
+        if secure {
+            format!("__Host-{STATE_PREFIX}{state}")
+        } else {
+            format!("{STATE_PREFIX}{state}")
         }
-        if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
-            resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+
+    /// The pending login the callback's `state` belongs to, with the name of the cookie it
+    /// came from: that login's own cookie, else the single `wxgate_state` cookie of earlier
+    /// versions (a login in flight across an upgrade), else the only pending login if there
+    /// is just one. The last two may carry another state: the caller still compares it, and
+    /// uses such a login only for where to return and which round this is.
+    fn pending_login(
+        &self,
+        headers: &HeaderMap,
+        state: Option<&str>,
+        secure: bool,
+    ) -> Option<(LoginState, String)> {
+        if let Some(s) = state.filter(|s| is_valid_state(s)) {
+            let name = self.state_cookie_name(s, secure);
+            if let Some(value) = crate::cookies::get_str(headers, &name) {
+                if let Some(l) = self.codec.open(self.purpose(Jar::State), value) {
+                    return Some((l, name));
+                }
+            }
+        }
+        if let Some(legacy) = self.read::<LoginState>(headers, Jar::State, secure) {
+            return Some((legacy, self.cookie_name(Jar::State, secure).to_string()));
+        }
+        let prefix = self.state_cookie_name("", secure);
+        let mut pending = crate::cookies::pairs(headers)
+            .filter(|(n, _)| n.starts_with(prefix.as_bytes()) && n.len() > prefix.len());
+        let (name, value) = pending.next()?;
+        if pending.next().is_some() {
+            return None; // Several: none of them can be told to be this one.
+        }
+        let login = self
+            .codec
+            .open(self.purpose(Jar::State), std::str::from_utf8(value).ok()?)?;
+        Some((login, String::from_utf8_lossy(name).into_owned()))
+    }
+
+    /// Removal of the oldest pending logins' cookies, so that with the one being started at
+    /// most [`MAX_PENDING_LOGINS`] remain. Cookies that no longer open go first.
+    fn evict_pending(&self, resp: &mut Response<Body>, headers: &HeaderMap, secure: bool) {
+        let prefix = self.state_cookie_name("", secure);
+        let mut pending: Vec<(u64, &[u8])> = crate::cookies::pairs(headers)
+            .filter(|(n, _)| n.starts_with(prefix.as_bytes()))
+            .map(|(n, v)| {
+                let created = std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| self.codec.open::<LoginState>(self.purpose(Jar::State), v))
+                    .map_or(0, |l| l.created_at);
+                (created, n)
+            })
+            .collect();
+        if pending.len() < MAX_PENDING_LOGINS {
+            return;
+        }
+        pending.sort_unstable();
+        let excess = pending.len() + 1 - MAX_PENDING_LOGINS;
+        for (_, name) in pending.into_iter().take(excess) {
+            if let Ok(name) = std::str::from_utf8(name) {
+                set_named_cookie(resp, name.to_string(), secure, None);
+            }
         }
     }
 
@@ -151,7 +210,7 @@ impl Auth {
         value: &T,
         max_age: Option<u64>,
     ) {
-        let sealed = self.codec.seal(jar.purpose(), value);
+        let sealed = self.codec.seal(self.purpose(jar), value);
         self.set_cookie(resp, jar, secure, Some((sealed, max_age)));
     }
 
@@ -172,12 +231,35 @@ impl Auth {
         if self.guard(headers, secure).tripped(now) {
             return pages::login_failed(&login_url(&return_to), "-");
         }
-        self.redirect_to_wechat(view, return_to, 1, None, now)
+        self.redirect_to_wechat(headers, view, return_to, 1, None, now)
     }
 
-    /// 302 to WeChat's authorize page, with the state and the return path in a sealed cookie.
+    /// An unauthenticated page navigation by a browser that says so (`Sec-Fetch-Dest:
+    /// document`): a tiny page that adds `location.hash`, which never reaches a server, to
+    /// the return path and goes on to `/_wxgate/login`, so hash-routed apps (`/#/orders`)
+    /// come back where they were. Without JavaScript, a meta refresh and a link go to the
+    /// same login without the fragment. Other clients get the direct 302.
+    pub(super) fn begin_navigation(
+        &self,
+        headers: &HeaderMap,
+        view: &ClientView,
+        here: &str,
+        now: u64,
+    ) -> Response<Body> {
+        let document = headers
+            .get("sec-fetch-dest")
+            .is_some_and(|d| d.as_bytes().eq_ignore_ascii_case(b"document"));
+        if !document || self.guard(headers, self.secure(view)).tripped(now) {
+            return self.begin(headers, view, here, now);
+        }
+        hash_keeping_page(&login_url(&safe_return_to(here)))
+    }
+
+    /// 302 to WeChat's authorize page, with the state and the return path in this login's own
+    /// sealed cookie.
     fn redirect_to_wechat(
         &self,
+        headers: &HeaderMap,
         view: &ClientView,
         return_to: String,
         round: u8,
@@ -208,7 +290,10 @@ impl Auth {
             created_at: now,
         };
         let mut resp = pages::redirect(&location);
-        self.seal_cookie(&mut resp, Jar::State, secure, &login, Some(STATE_TTL));
+        self.evict_pending(&mut resp, headers, secure);
+        let sealed = self.codec.seal(self.purpose(Jar::State), &login);
+        let name = self.state_cookie_name(&login.state, secure);
+        set_named_cookie(&mut resp, name, secure, Some((sealed, Some(STATE_TTL))));
         if let Some(g) = guard {
             self.seal_cookie(&mut resp, Jar::Guard, secure, &g, Some(STATE_TTL));
         }
@@ -268,9 +353,14 @@ impl Auth {
         let now = now();
         let secure = self.secure(view);
         let headers = req.headers();
-        let login: Option<LoginState> = self
-            .read::<LoginState>(headers, Jar::State, secure)
-            .filter(|l| l.created_at <= now + 60 && now < l.created_at + STATE_TTL);
+        let query_state = query_param(req, "state");
+        let (login, state_cookie) =
+            match self.pending_login(headers, query_state.as_deref(), secure) {
+                Some((l, name)) => (Some(l), Some(name)),
+                None => (None, None),
+            };
+        let login = login.filter(|l| l.created_at <= now + 60 && now < l.created_at + STATE_TTL);
+        let spent = state_cookie.as_deref();
         let url_round: u8 = query_param(req, "wxr")
             .and_then(|r| r.parse().ok())
             .unwrap_or(1);
@@ -280,6 +370,8 @@ impl Auth {
             .map_or_else(|| "/".to_string(), |l| l.return_to.clone());
         let has_session = self.session(headers, secure, now).is_some();
         let retry = Retry {
+            headers,
+            spent,
             view,
             return_to: &return_to,
             round,
@@ -287,7 +379,7 @@ impl Auth {
             now,
         };
 
-        let state_ok = match (&login, query_param(req, "state")) {
+        let state_ok = match (&login, query_state) {
             // Only a well-formed state is compared at all.
             (Some(l), Some(s)) => is_valid_state(&s) && states_match(&l.state, &s),
             _ => false,
@@ -295,14 +387,14 @@ impl Auth {
         let Some(login) = login.filter(|_| state_ok) else {
             // A refreshed callback after success: the state is spent but the session is there.
             if has_session {
-                return Ok(self.back_to(&return_to, secure));
+                return Ok(self.back_to(&return_to, spent, secure));
             }
             return Ok(self.restart(retry, "state missing, expired or mismatched"));
         };
         let code = query_param(req, "code").filter(|c| !c.is_empty() && c.len() <= 512);
         let Some(code) = code else {
             if has_session {
-                return Ok(self.back_to(&return_to, secure));
+                return Ok(self.back_to(&return_to, spent, secure));
             }
             return Ok(self.restart(retry, "callback without code"));
         };
@@ -311,7 +403,7 @@ impl Auth {
             Ok(ex) if ex.is_snapshot => {
                 // A virtual identity: never bound to a session (reference §8).
                 tracing::info!("snapshot-mode user: no session issued");
-                let mut resp = self.back_to(&return_to, secure);
+                let mut resp = self.back_to(&return_to, spent, secure);
                 self.seal_cookie(&mut resp, Jar::Snapshot, secure, &1u8, None);
                 Ok(resp)
             }
@@ -341,14 +433,14 @@ impl Auth {
                     expires_at: now + self.session_ttl,
                 };
                 self.recent_codes.remember(&login.state, &code, &data, now);
-                Ok(self.logged_in(&data, &return_to, secure))
+                Ok(self.logged_in(&data, &return_to, spent, secure))
             }
             Err(e) if e.is_bad_code() => {
                 if has_session {
-                    return Ok(self.back_to(&return_to, secure));
+                    return Ok(self.back_to(&return_to, spent, secure));
                 }
                 if let Some(data) = self.recent_codes.recall(&login.state, &code, now) {
-                    return Ok(self.logged_in(&data, &return_to, secure));
+                    return Ok(self.logged_in(&data, &return_to, spent, secure));
                 }
                 log_wechat_error(&e, "code rejected");
                 Ok(self.restart(retry, "code rejected by WeChat"))
@@ -364,8 +456,14 @@ impl Auth {
         }
     }
 
-    fn logged_in(&self, data: &SessionData, return_to: &str, secure: bool) -> Response<Body> {
-        let mut resp = self.back_to(return_to, secure);
+    fn logged_in(
+        &self,
+        data: &SessionData,
+        return_to: &str,
+        spent: Option<&str>,
+        secure: bool,
+    ) -> Response<Body> {
+        let mut resp = self.back_to(return_to, spent, secure);
         self.seal_cookie(
             &mut resp,
             Jar::Session,
@@ -378,11 +476,21 @@ impl Auth {
         resp
     }
 
-    /// 302 to the (already sanitized) return path, with the state cookie spent.
-    fn back_to(&self, return_to: &str, secure: bool) -> Response<Body> {
-        let target = super::redirect::strip_params(&safe_return_to(return_to), &["code", "state"]);
+    /// 302 to the (already sanitized) return path, with this login's state cookie spent
+    /// (the other pending logins keep theirs).
+    fn back_to(&self, return_to: &str, spent: Option<&str>, secure: bool) -> Response<Body> {
+        let mut target =
+            super::redirect::strip_params(&safe_return_to(return_to), &["code", "state"]);
+        if !target.contains('#') {
+            // An explicit (empty) fragment: a 302 without one inherits the fragment of the
+            // URL it answers, and the browser reached the callback from WeChat's authorize
+            // URL, which ends in `#wechat_redirect`, a route to a hash router.
+            target.push('#');
+        }
         let mut resp = pages::redirect(&encode_for_location(&target));
-        self.set_cookie(&mut resp, Jar::State, secure, None);
+        if let Some(name) = spent {
+            set_named_cookie(&mut resp, name.to_string(), secure, None);
+        }
         resp
     }
 
@@ -399,20 +507,86 @@ impl Auth {
         if r.round >= MAX_ROUNDS || r.guard.tripped(r.now) {
             let mut resp = pages::login_failed(&login_url(r.return_to), "-");
             self.seal_cookie(&mut resp, Jar::Guard, secure, &r.guard, Some(STATE_TTL));
-            self.set_cookie(&mut resp, Jar::State, secure, None);
+            if let Some(name) = r.spent {
+                set_named_cookie(&mut resp, name.to_string(), secure, None);
+            }
             return resp;
         }
-        self.redirect_to_wechat(
+        let mut resp = self.redirect_to_wechat(
+            r.headers,
             r.view,
             r.return_to.to_string(),
             r.round + 1,
             Some(r.guard),
             r.now,
-        )
+        );
+        if let Some(name) = r.spent {
+            set_named_cookie(&mut resp, name.to_string(), secure, None);
+        }
+        resp
+    }
+}
+
+/// Reads the fragment into the login's return path. Fixed text, allowed by its hash in the
+/// page's CSP; the login URL comes from the link, so nothing is interpolated into script.
+/// `#wechat_redirect` is WeChat's marker, never an app's route.
+const HASH_SCRIPT: &str = "var l=document.getElementById('login'),h=location.hash;\
+if(h==='#wechat_redirect')h='';location.replace(l.getAttribute('href')+encodeURIComponent(h));";
+
+/// The page of [`Auth::begin_navigation`]: no external resources, a strict CSP.
+fn hash_keeping_page(login: &str) -> Response<Body> {
+    use base64::Engine as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, HASH_SCRIPT.as_bytes());
+    let csp = format!(
+        "default-src 'none'; script-src 'sha256-{}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+    );
+    let href = pages::escape(login);
+    let doc = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>Signing in</title>\
+<noscript><meta http-equiv=\"refresh\" content=\"0;url={href}\"></noscript></head>\
+<body><p><a id=\"login\" href=\"{href}\">Continue to WeChat sign-in</a></p>\
+<script>{HASH_SCRIPT}</script></body></html>\n"
+    );
+    let mut resp = pages::html(StatusCode::OK, doc);
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
+/// Appends a `Set-Cookie` for one of the gateway's cookies: host-only, path `/`, HttpOnly,
+/// SameSite=Lax (it must come back on WeChat's top-level redirect to the callback), Secure on
+/// HTTPS; `None` removes it.
+fn set_named_cookie(
+    resp: &mut Response<Body>,
+    name: String,
+    secure: bool,
+    value: Option<(String, Option<u64>)>,
+) {
+    let mut c = match &value {
+        Some((v, _)) => Cookie::new(name, v.clone()),
+        None => Cookie::new(name, ""),
+    };
+    c.set_path("/");
+    c.set_http_only(true);
+    c.set_same_site(SameSite::Lax);
+    c.set_secure(secure);
+    match value {
+        Some((_, Some(max_age))) => c.set_max_age(cookie::time::Duration::seconds(max_age as i64)),
+        Some((_, None)) => {}
+        None => c.make_removal(),
+    }
+    if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 
 struct Retry<'a> {
+    headers: &'a HeaderMap,
+    /// The state cookie this callback used, removed whatever happens next.
+    spent: Option<&'a str>,
     view: &'a ClientView,
     return_to: &'a str,
     round: u8,

@@ -91,18 +91,6 @@ enum Jar {
     Snapshot = 3,
 }
 
-impl Jar {
-    /// Associated data for sealing: a state cookie cannot be replayed as a session.
-    fn purpose(self) -> &'static str {
-        match self {
-            Jar::Session => "wxgate_session",
-            Jar::State => "wxgate_state",
-            Jar::Guard => "wxgate_guard",
-            Jar::Snapshot => "wxgate_snapshot",
-        }
-    }
-}
-
 /// The login machinery, present when `[wechat]`, `[session]` and `[jwt]` are configured.
 pub struct Auth {
     appid: String,
@@ -194,7 +182,17 @@ impl Auth {
                 "__Host-wxgate_snapshot".to_string(),
             ],
         ];
-        let own_cookies = names.iter().flatten().cloned().collect();
+        // One state cookie per pending login (`wxgate_state_<state>`), matched as a prefix;
+        // the plain `wxgate_state` of earlier versions is still read and stripped.
+        let own_cookies = names
+            .iter()
+            .flatten()
+            .cloned()
+            .chain([
+                format!("{}*", flow::STATE_PREFIX),
+                format!("__Host-{}*", flow::STATE_PREFIX),
+            ])
+            .collect();
         let retired = previous.map_or_else(Vec::new, |p| p.retire(signer.kid(), now()));
         Ok(Some(Auth {
             appid: wechat.appid.clone(),
@@ -213,7 +211,7 @@ impl Auth {
             jwt_ttl: jwt_cfg.ttl.as_secs(),
             names,
             own_cookies,
-            cache: SessionCache::default(),
+            cache: SessionCache::new(session.cache_max_entries, session.cache_max_bytes),
             recent_codes: flow::RecentCodes::default(),
         }))
     }
@@ -260,7 +258,9 @@ impl Auth {
         &self.jwt_header
     }
 
-    /// Every cookie name the gateway uses; none of them is ever sent upstream.
+    /// Every cookie name the gateway uses; none of them is ever sent upstream. A name ending
+    /// in `*` stands for every cookie name starting with what precedes it (see
+    /// [`crate::cookies::is_own`]).
     pub fn cookie_names(&self) -> &[String] {
         &self.own_cookies
     }
@@ -285,6 +285,13 @@ impl Auth {
         &self.names[jar as usize][secure as usize]
     }
 
+    /// The AEAD associated data a cookie is sealed with: its configured plain name. A state
+    /// cookie cannot be replayed as a session, and a session sealed by a gateway whose
+    /// `session.cookie_name` differs (same secret and appid) opens nowhere else.
+    fn purpose(&self, jar: Jar) -> &str {
+        &self.names[jar as usize][0]
+    }
+
     fn read<T: serde::de::DeserializeOwned>(
         &self,
         headers: &HeaderMap,
@@ -292,7 +299,7 @@ impl Auth {
         secure: bool,
     ) -> Option<T> {
         let value = headers::cookie(headers, self.cookie_name(jar, secure))?;
-        self.codec.open(jar.purpose(), value)
+        self.codec.open(self.purpose(jar), value)
     }
 
     /// The cached identity for the request's session cookie, opening and signing on a miss.
@@ -303,14 +310,14 @@ impl Auth {
                 return Some(hit);
             }
         }
-        let data: SessionData = self.codec.open(Jar::Session.purpose(), value)?;
+        let data: SessionData = self.codec.open(self.purpose(Jar::Session), value)?;
         // A cookie sealed for another appid (a shared secret across gateways) is no session here.
         if !data.is_valid_at(now) || data.appid != self.appid {
             self.cache.remove(value);
             return None;
         }
         let cached = Arc::new(self.identity(data, now)?);
-        self.cache.insert(value, cached.clone());
+        self.cache.insert(value, cached.clone(), now);
         Some(cached)
     }
 
@@ -457,7 +464,7 @@ pub async fn authenticate(
             &format!("{}{here}", auth.origin(view)),
         ))));
     }
-    Ok(Decision::Respond(Box::new(auth.begin(
+    Ok(Decision::Respond(Box::new(auth.begin_navigation(
         req.headers(),
         view,
         here,

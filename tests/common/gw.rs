@@ -789,3 +789,10 @@ pub async fn h2c_get(
         .await
         .expect("h2c answers in time")
 }
+
+/// The browser's state cookie for the login that `authorize_url` (the gateway's redirect to
+/// WeChat) started: one cookie per pending login, `wxgate_state_<state>`.
+pub fn state_cookie<'a>(b: &'a Browser, authorize_url: &str) -> Option<&'a str> {
+    let state = query_param(authorize_url, "state")?;
+    b.cookie(&format!("wxgate_state_{state}"))
+}
