@@ -21,19 +21,22 @@ fn contains_ci(haystack: &str, needle: &str) -> bool {
     n.is_empty() || h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
 }
 
-/// Classifies a User-Agent, checking `wxwork`, then `miniProgram`, then
-/// `MicroMessenger` (the order matters: WeCom and mini-program UAs contain
-/// `MicroMessenger` as well). Case-insensitive. Note that a UA is a claim,
-/// not proof: this only picks the user experience, never grants access.
+/// Classifies a User-Agent: without `MicroMessenger` it is no WeChat client
+/// (WeCom and mini-program web-views say it too, reference §9); with it,
+/// `wxwork` means WeCom, then `miniProgram` a mini-program web-view, else
+/// WeChat. Case-insensitive. Note that a UA is a claim, not proof: this only
+/// picks the user experience, never grants access.
 pub fn classify(user_agent: &str) -> ClientKind {
-    if contains_ci(user_agent, "wxwork") {
+    // A marker alone (fuzzing found "... miniProgram") must not start a login
+    // that WeChat's authorize page refuses outside its app.
+    if !contains_ci(user_agent, "micromessenger") {
+        ClientKind::Other
+    } else if contains_ci(user_agent, "wxwork") {
         ClientKind::WeCom
     } else if contains_ci(user_agent, "miniprogram") {
         ClientKind::MiniProgram
-    } else if contains_ci(user_agent, "micromessenger") {
-        ClientKind::WeChat
     } else {
-        ClientKind::Other
+        ClientKind::WeChat
     }
 }
 
@@ -85,6 +88,22 @@ mod tests {
         assert_eq!(classify("Micro"), ClientKind::Other);
         assert_eq!(classify("漢字MicroMessenger漢字"), ClientKind::WeChat);
         assert_eq!(classify(&"a".repeat(100_000)), ClientKind::Other);
+    }
+
+    /// Found by fuzzing (fuzz/artifacts/user_agent/): a UA saying `miniProgram` or `wxwork`
+    /// without `MicroMessenger` is no WeChat client (every real one says it), so it must get
+    /// the "open in WeChat" page, not a login WeChat would refuse outside its app.
+    #[test]
+    fn markers_without_micromessenger_are_other() {
+        for ua in [
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 11_2 like Mac OS X) NetType/4G miniProgram",
+            "Mozilla/5.0 (Windows NT 10.0) wxwork/4.1.0",
+            "miniprogram wxwork",
+        ] {
+            assert_eq!(classify(ua), ClientKind::Other, "{ua}");
+            assert!(!is_wechat(ua, true), "{ua}");
+            assert!(!is_wechat(ua, false), "{ua}");
+        }
     }
 
     #[test]
