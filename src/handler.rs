@@ -50,7 +50,18 @@ pub async fn handle(
 
     let (mut route, mut fwd) = (None, false);
     let result = match checked {
-        Ok(()) => phases(&gateway, &snap, req, &view, &request_id, &mut route, &mut fwd).await,
+        Ok(()) => {
+            phases(
+                &gateway,
+                &snap,
+                req,
+                &view,
+                &request_id,
+                &mut route,
+                &mut fwd,
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     let mut resp = match result {

@@ -23,8 +23,8 @@ use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use wxgate::config::Settings;
 use wxgate::app::Gateway;
+use wxgate::config::Settings;
 use wxgate::simulator::SimHandle;
 
 use common::{ChannelBody, WAIT};

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use gw::{Browser, Gw, GwConfig};
 use reqwest::header::{HeaderValue, COOKIE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wxgate::config::Settings;
 use wxgate::app::Gateway;
+use wxgate::config::Settings;
 use wxgate::simulator::SimHandle;
 
 /// An upstream that records each request head as raw bytes and answers `200 ok`: the echo

@@ -62,8 +62,11 @@ impl SessionStore for MemorySessions {
     }
 }
 
+/// A value and the moment it expires.
+type Expiring = (Vec<u8>, Instant);
+
 #[derive(Default)]
-pub struct MemoryCodes(Mutex<HashMap<[u8; 32], (Vec<u8>, Instant)>>);
+pub struct MemoryCodes(Mutex<HashMap<[u8; 32], Expiring>>);
 
 impl CodeMemo for MemoryCodes {
     fn remember(&self, key: [u8; 32], value: Vec<u8>, ttl: Duration) -> StoreFuture<'_, ()> {
@@ -111,7 +114,7 @@ impl TokenCache for MemoryTokens {
 }
 
 #[derive(Default)]
-pub struct MemoryTickets(Mutex<HashMap<String, (Vec<u8>, Instant)>>);
+pub struct MemoryTickets(Mutex<HashMap<String, Expiring>>);
 
 impl MemoryTickets {
     fn live(&self, id: &str, take: bool) -> Option<Vec<u8>> {
