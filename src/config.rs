@@ -223,7 +223,47 @@ pub struct SessionSettings {
 }
 
 /// The JWT algorithms, shared with the signer so the two can never disagree.
-pub use crate::auth::jwt::Alg as JwtAlgorithm;
+/// Signing algorithms wxgate supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+impl JwtAlgorithm {
+    /// The JOSE name ("HS256", "RS256", "ES256", "EdDSA").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::HS256 => "HS256",
+            JwtAlgorithm::RS256 => "RS256",
+            JwtAlgorithm::ES256 => "ES256",
+            JwtAlgorithm::EdDSA => "EdDSA",
+        }
+    }
+}
+
+impl std::str::FromStr for JwtAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "HS256" => Ok(JwtAlgorithm::HS256),
+            "RS256" => Ok(JwtAlgorithm::RS256),
+            "ES256" => Ok(JwtAlgorithm::ES256),
+            "EdDSA" => Ok(JwtAlgorithm::EdDSA),
+            other => Err(format!(
+                "unknown JWT algorithm {other:?}: expected HS256, RS256, ES256 or EdDSA"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for JwtAlgorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Clone, Debug)]
 pub enum JwtKey {

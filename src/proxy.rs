@@ -41,7 +41,7 @@ pub struct Forward<'a> {
 impl Proxy {
     /// `upstream_ca`: CAs trusted for https upstreams besides the public web roots (already
     /// validated when the config was loaded).
-    /// `workers`: how many pools to keep (see [`crate::server::worker_index`]).
+    /// `workers`: how many pools to keep (see [`crate::upstream::worker_index`]).
     pub fn new(server: &ServerSettings) -> Proxy {
         let timeout = server.request_timeout;
         let tls = crate::tls::upstream_client_config(&server.upstream_ca).unwrap_or_else(|e| {

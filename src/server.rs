@@ -9,7 +9,6 @@
 //! through `hyper::server::conn::http1` directly instead of `auto::Builder`, because only it
 //! hands the socket back when a keep-alive connection is idle.
 
-use std::cell::Cell;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -41,16 +40,6 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const PARK_AFTER: Duration = Duration::from_millis(100);
 /// What an HTTP/2 client sends first (RFC 9113 §3.4), for h2c with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-thread_local! {
-    static WORKER: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Which worker the calling thread is (0 outside the worker threads). The proxy keeps one
-/// upstream pool per worker and picks it with this.
-pub fn worker_index() -> usize {
-    WORKER.with(Cell::get)
-}
 
 /// A bound, serving gateway. Dropping it does not stop it; call [`Running::shutdown`].
 pub struct Running {
@@ -177,7 +166,7 @@ fn spawn_worker(index: usize, shared: Arc<Shared>) -> io::Result<Worker> {
     std::thread::Builder::new()
         .name(format!("wxgate-worker-{index}"))
         .spawn(move || {
-            WORKER.with(|w| w.set(index));
+            crate::upstream::set_worker_index(index);
             runtime.block_on(async move {
                 let tracker = TaskTracker::new();
                 while let Some((stream, peer)) = rx.recv().await {

@@ -161,7 +161,7 @@ impl Upstreams {
         authority: &Authority,
         mut req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
-        let pool = &self.pools[crate::server::worker_index() % self.pools.len()];
+        let pool = &self.pools[worker_index() % self.pools.len()];
         let key = Key {
             https,
             authority: authority.clone(),
@@ -333,4 +333,19 @@ mod tests {
         assert!(replayable(&req("POST")).is_none());
         assert!(replayable(&req("PATCH")).is_none());
     }
+}
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Which server worker the calling thread is (0 outside the worker threads): each worker uses
+/// only its own pool, so a request and its upstream connection stay on one thread.
+pub fn worker_index() -> usize {
+    WORKER.with(std::cell::Cell::get)
+}
+
+/// Called once by each worker thread as it starts (see `crate::server`).
+pub fn set_worker_index(index: usize) {
+    WORKER.with(|w| w.set(index));
 }

@@ -3,7 +3,6 @@
 //! lets upstreams verify it. Everything but the signature is precomputed.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -18,54 +17,16 @@ use serde::Serialize;
 /// long as the hash output (32 bytes).
 pub const MIN_HMAC_SECRET_LEN: usize = 32;
 
-/// Signing algorithms wxgate supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Alg {
-    HS256,
-    RS256,
-    ES256,
-    EdDSA,
-}
+/// The signing algorithm is part of the configuration (a leaf), named `Alg` here.
+pub use crate::config::JwtAlgorithm as Alg;
 
-impl Alg {
-    /// The JOSE name ("HS256", "RS256", "ES256", "EdDSA").
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Alg::HS256 => "HS256",
-            Alg::RS256 => "RS256",
-            Alg::ES256 => "ES256",
-            Alg::EdDSA => "EdDSA",
-        }
-    }
-
-    fn jsonwebtoken(self) -> Algorithm {
-        match self {
-            Alg::HS256 => Algorithm::HS256,
-            Alg::RS256 => Algorithm::RS256,
-            Alg::ES256 => Algorithm::ES256,
-            Alg::EdDSA => Algorithm::EdDSA,
-        }
-    }
-}
-
-impl FromStr for Alg {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "HS256" => Ok(Alg::HS256),
-            "RS256" => Ok(Alg::RS256),
-            "ES256" => Ok(Alg::ES256),
-            "EdDSA" => Ok(Alg::EdDSA),
-            other => Err(format!(
-                "unknown JWT algorithm {other:?}: expected HS256, RS256, ES256 or EdDSA"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Alg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// jsonwebtoken's name for the configured algorithm.
+fn jsonwebtoken_alg(alg: Alg) -> Algorithm {
+    match alg {
+        Alg::HS256 => Algorithm::HS256,
+        Alg::RS256 => Algorithm::RS256,
+        Alg::ES256 => Algorithm::ES256,
+        Alg::EdDSA => Algorithm::EdDSA,
     }
 }
 
@@ -415,7 +376,7 @@ impl JwtSigner {
         if ttl_secs == 0 {
             return Err("JWT lifetime must be at least one second".to_string());
         }
-        let mut header = Header::new(alg.jsonwebtoken());
+        let mut header = Header::new(jsonwebtoken_alg(alg));
         header.kid = Some(kid.clone());
         header.typ = Some("JWT".to_string());
         let signer = Self {
@@ -568,7 +529,7 @@ mod tests {
     }
 
     fn validation(alg: Alg) -> Validation {
-        let mut v = Validation::new(alg.jsonwebtoken());
+        let mut v = Validation::new(jsonwebtoken_alg(alg));
         v.set_issuer(&["https://gw.example"]);
         v.set_audience(&["upstream"]);
         v.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
@@ -619,7 +580,10 @@ mod tests {
             let claims = verify_with_jwks(s, &token).unwrap();
             check_claims(&claims, t, unionid);
             assert_eq!(decode_header(&token).unwrap().kid.as_deref(), Some(s.kid()));
-            assert_eq!(decode_header(&token).unwrap().alg, s.alg().jsonwebtoken());
+            assert_eq!(
+                decode_header(&token).unwrap().alg,
+                jsonwebtoken_alg(s.alg())
+            );
         }
         // Fresh jti each time.
         let (a, _) = s.sign("o", None, "a", "s", t);
