@@ -1776,6 +1776,257 @@ mod tests {
         assert_eq!(load(&text).unwrap_err().key, "session.secret[1]");
     }
 
+    const AUTH: &str = "[wechat]\nappid = \"wx0123456789abcdef\"\nsecret = \"${SECRET}\"\n[session]\nsecret = \"${SESSION}\"\n[jwt]\nalgorithm = \"HS256\"\nsecret = \"${SESSION}\"\n";
+
+    fn keys(e: &ConfigErrors) -> Vec<&str> {
+        e.iter().map(|e| e.key.as_str()).collect()
+    }
+
+    #[test]
+    fn every_error_in_every_section_and_route_is_reported() {
+        let text = "[server]\nlisten = \"nowhere\"\nlisen = 1\ncolour = 2\nrequest_timeout = 5\n\
+                    [log]\nlevel = \"loud\"\n\
+                    [admin]\nlisten = \"x\"\n\
+                    [[route]]\nname = \"a\"\nupstream = \"ftp://x\"\n\
+                    [[route]]\nname = \"b\"\npath = \"nope\"\nupstream = \"http://x\"\nauth = \"maybe\"\n\
+                    [[route]]\nname = \"c\"\nextra = true\n";
+        let e = load_all(text).unwrap_err();
+        assert_eq!(
+            keys(&e),
+            [
+                // serde meets a table's unknown keys in alphabetical order.
+                "server.colour",
+                "server.lisen",
+                "server.request_timeout",
+                "server.listen",
+                "log.level",
+                "admin.listen",
+                "route[0].upstream",
+                "route[1].path",
+                "route[1].auth",
+                "route[2].extra",
+            ],
+            "{e}"
+        );
+        assert!(e[2].reason.contains("invalid type: integer `5`"), "{e}");
+        // One line per error, each naming the file.
+        assert_eq!(e.to_string().lines().count(), e.len());
+        assert!(e.to_string().lines().all(|l| l.starts_with("gw.toml: ")));
+        // A misspelt required key is one error, not also "listen is required".
+        let e = load_all(&MIN.replace("listen =", "lisen =")).unwrap_err();
+        assert_eq!(keys(&e), ["server.lisen"], "{e}");
+        // Required keys missing from a valid section are named as such.
+        let e = load_all("[server]\n[[route]]\nname = \"a\"\n").unwrap_err();
+        assert_eq!(keys(&e), ["server.listen", "route[0].upstream"], "{e}");
+        assert!(e.iter().all(|e| e.reason == "is required"), "{e}");
+        // Sections that are not tables, and a missing [server].
+        let e = load_all("wechat = 1\nroute = \"x\"\n").unwrap_err();
+        assert_eq!(keys(&e), ["server", "wechat", "route"], "{e}");
+    }
+
+    #[test]
+    fn an_invalid_wechat_section_does_not_change_the_routes() {
+        // [wechat] is written but invalid: no "needs a [wechat] section", and the route still
+        // defaults to auth = "required" (which would be checked against it), not "off".
+        let text = format!(
+            "{MIN}{}",
+            AUTH.replace("wx0123456789abcdef", "not an appid!")
+        );
+        let e = load_all(&text).unwrap_err();
+        assert_eq!(keys(&e), ["wechat.appid"], "{e}");
+        // An unset variable in a secret is that one error, not also "too short".
+        let text = format!(
+            "{MIN}{}",
+            AUTH.replace("${SESSION}\"\n[jwt]", "${UNSET}\"\n[jwt]")
+        );
+        let e = load_all(&text).unwrap_err();
+        assert_eq!(keys(&e), ["session.secret"], "{e}");
+        assert!(e[0].reason.contains("UNSET is not set"), "{e}");
+    }
+
+    #[test]
+    fn secrets_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, content: &[u8]| std::fs::write(dir.path().join(name), content);
+        write("appsecret", b"app-secret-from-file\n").unwrap();
+        write("session", b"0123456789abcdef0123456789abcdef\r\n").unwrap();
+        write("old", b"fedcba9876543210fedcba9876543210").unwrap();
+        write("jwt", b"jwt-secret-jwt-secret-jwt-secret-!!\n").unwrap();
+        std::fs::create_dir(dir.path().join("abs")).unwrap();
+        let abs = dir.path().join("abs/old");
+        std::fs::rename(dir.path().join("old"), &abs).unwrap();
+        let text = format!(
+            "{MIN}[wechat]\nappid = \"wx0123456789abcdef\"\nsecret = {{ file = \"appsecret\" }}\n\
+             [session]\nsecret = [{{ file = \"session\" }}, {{ file = \"{}\" }}, \"${{SESSION}}\"]\n\
+             [jwt]\nalgorithm = \"HS256\"\nsecret = {{ file = \"jwt\" }}\n",
+            abs.display()
+        );
+        let load_in = |text: &str| {
+            let env = |n: &str| (n == "SESSION").then(|| "x".repeat(32));
+            Settings::from_toml(text, &dir.path().join("gw.toml"), dir.path(), &env)
+        };
+        let s = load_in(&text).unwrap_or_else(|e| panic!("{e}"));
+        // Relative to the config's directory, trailing newline trimmed.
+        assert_eq!(
+            s.wechat.as_ref().unwrap().secret.expose(),
+            b"app-secret-from-file"
+        );
+        let session: Vec<&[u8]> = s
+            .session
+            .as_ref()
+            .unwrap()
+            .keys
+            .iter()
+            .map(|k| k.expose())
+            .collect();
+        assert_eq!(
+            session,
+            [
+                b"0123456789abcdef0123456789abcdef".as_slice(),
+                b"fedcba9876543210fedcba9876543210",
+                "x".repeat(32).as_bytes(),
+            ]
+        );
+        match &s.jwt.as_ref().unwrap().key {
+            JwtKey::Shared(k) => assert_eq!(k.expose(), b"jwt-secret-jwt-secret-jwt-secret-!!"),
+            other => panic!("{other:?}"),
+        }
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("app-secret-from-file") && !debug.contains("0123456789abcdef0123"),
+            "{debug}"
+        );
+
+        // Read at every load: a changed file gives the new secret.
+        write("appsecret", b"rotated").unwrap();
+        assert_eq!(
+            load_in(&text).unwrap().wechat.unwrap().secret.expose(),
+            b"rotated"
+        );
+
+        // Errors name the key and the path, never the content.
+        write("short", b"too-short-secret\n").unwrap();
+        write("empty", b"\n").unwrap();
+        write("binary", b"\xff\xfe").unwrap();
+        let bad = text
+            .replace("\"appsecret\"", "\"missing\"")
+            .replace("{ file = \"session\" }", "{ file = \"short\" }")
+            .replace(&format!("\"{}\"", abs.display()), "\"empty\"")
+            .replace("\"jwt\"", "\"binary\"");
+        let e = load_in(&bad).unwrap_err();
+        assert_eq!(
+            keys(&e),
+            [
+                "wechat.secret",
+                "session.secret[0]",
+                "session.secret[1]",
+                "jwt.secret"
+            ],
+            "{e}"
+        );
+        let missing = dir.path().join("missing");
+        assert!(
+            e[0].reason
+                .contains(&format!("cannot read {}", missing.display())),
+            "{e}"
+        );
+        assert!(
+            e[1].reason.contains("at least 32 bytes")
+                && !e.to_string().contains("too-short-secret"),
+            "{e}"
+        );
+        assert!(e[2].reason.ends_with("empty is empty"), "{e}");
+        assert!(e[3].reason.ends_with("binary is not UTF-8 text"), "{e}");
+        // A table that is not { file = "..." }.
+        let e = load_in(&text.replace("{ file = \"jwt\" }", "{ path = \"jwt\" }")).unwrap_err();
+        assert_eq!(keys(&e), ["jwt.secret"], "{e}");
+        assert!(
+            e[0].reason
+                .contains("unknown field `path`, expected `file`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secret_source_debug_hides_inline_secrets() {
+        let inline = SecretSource::Inline("hunter2-hunter2".into());
+        assert_eq!(format!("{inline:?}"), "Inline(<15 bytes redacted>)");
+        let file = SecretSource::File("/run/secrets/x".into());
+        assert_eq!(format!("{file:?}"), "File(\"/run/secrets/x\")");
+    }
+
+    #[test]
+    fn log_level_and_admin_listen() {
+        let s = load(MIN).unwrap();
+        assert_eq!(s.log.level, "info");
+        assert_eq!(s.admin.listen, None);
+        let s = load(&format!(
+            "{MIN}[log]\nlevel = \"warn,wxgate=debug\"\n[admin]\nlisten = \"127.0.0.1:9091\"\n"
+        ))
+        .unwrap();
+        assert_eq!(s.log.level, "warn,wxgate=debug");
+        assert_eq!(s.admin.listen, Some("127.0.0.1:9091".parse().unwrap()));
+        for bad in ["verbose", "wxgate=loud"] {
+            let e = load(&format!("{MIN}[log]\nlevel = \"{bad}\"\n")).unwrap_err();
+            assert_eq!(e.key, "log.level", "{e}");
+        }
+        let e = load(&format!("{MIN}[admin]\nlisten = \"localhost\"\n")).unwrap_err();
+        assert_eq!(e.key, "admin.listen", "{e}");
+        let same = MIN.replace("127.0.0.1:0", "127.0.0.1:8080");
+        let e = load(&format!("{same}[admin]\nlisten = \"127.0.0.1:8080\"\n")).unwrap_err();
+        assert_eq!(e.key, "admin.listen", "{e}");
+        assert!(e.reason.contains("its own address"), "{e}");
+    }
+
+    #[test]
+    fn restart_required_names_what_a_reload_cannot_apply() {
+        let base = format!("{MIN}{AUTH}");
+        let old = load(&base).unwrap();
+        assert!(restart_required(&old, &load(&base).unwrap()).is_empty());
+        // Live: routes, secrets, timeouts read per request, the log level.
+        let live = base
+            .replace(
+                "[server]",
+                "[server]\nrequest_timeout = \"5s\"\nshutdown_timeout = \"1s\"",
+            )
+            .replace("http://127.0.0.1:3000", "http://127.0.0.1:4000")
+            .replace("[wechat]", "[log]\nlevel = \"debug\"\n[wechat]");
+        assert!(restart_required(&old, &load(&live).unwrap()).is_empty());
+        let fixed = tls_section(&base, "c.pem")
+            .replace("127.0.0.1:0", "127.0.0.1:1")
+            .replace(
+                "[server]",
+                "[server]\nworkers = 77\nkeepalive_timeout = \"9s\"\nmax_request_header_bytes = 2048\nupstream_idle_timeout = \"1s\"",
+            )
+            .replace("[wechat]", "[admin]\nlisten = \"127.0.0.1:9091\"\n[wechat]");
+        let mut new = load(&fixed).unwrap();
+        let mut expected: Vec<&str> = RESTART_KEYS.to_vec();
+        expected.retain(|k| *k != "server.upstream_ca");
+        assert_eq!(restart_required(&old, &new), expected);
+        // Copying the running values back leaves nothing that needs a restart, and keeps the
+        // rest of the new file.
+        assert_eq!(keep_restart_values(&old, &mut new), expected);
+        assert!(restart_required(&old, &new).is_empty());
+        assert_eq!(new.server.listen, old.server.listen);
+        assert!(new.server.tls.is_none());
+        assert_eq!(new.admin.listen, None);
+        // New certificate files (TLS stays on) reload; turning TLS off needs a restart.
+        let tls_old = load(&tls_section(&base, "a.pem")).unwrap();
+        assert!(
+            restart_required(&tls_old, &load(&tls_section(&base, "b.pem")).unwrap()).is_empty()
+        );
+        assert_eq!(restart_required(&tls_old, &old), ["server.tls"]);
+    }
+
+    /// `text` with a `[server.tls]` table right after `[server]`'s keys.
+    fn tls_section(text: &str, cert: &str) -> String {
+        text.replacen(
+            "\n[[route]]",
+            &format!("\n[server.tls]\ncert = \"{cert}\"\nkey = \"k.pem\"\n[[route]]"),
+            1,
+        )
+    }
+
     #[test]
     fn upstream_base_path() {
         let u = parse_upstream("https://api.example.com:8443/app/").unwrap();
