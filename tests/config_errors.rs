@@ -348,3 +348,52 @@ async fn log_level_from_the_file_unless_wxgate_log_says_otherwise() {
     let loud = tokio::task::block_in_place(|| access_lines(Some("info")));
     assert_eq!(loud, 1, "WXGATE_LOG overrides [log] level");
 }
+
+/// gateway.toml marks `reload: restart` at exactly the keys `restart_required` reports (TLS on
+/// or off has its own sentence), so the documentation and the reload cannot disagree.
+#[test]
+fn gateway_toml_marks_exactly_the_keys_that_need_a_restart() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml"))
+        .unwrap();
+    // A mark, not the sentence that explains the marks (which quotes them).
+    let marked = |block: &str| {
+        block
+            .match_indices("reload: restart")
+            .any(|(i, _)| !block[..i].ends_with('"'))
+    };
+    let (mut section, mut section_marked) = (String::new(), false);
+    let mut block = String::new();
+    let mut keys = Vec::new();
+    for line in text.lines() {
+        let bare = line.trim_start_matches('#').trim();
+        if line.trim().is_empty() {
+            block.clear();
+        } else if bare.starts_with('[') && bare.ends_with(']') && !bare.contains(' ') {
+            section = bare.trim_matches(['[', ']']).to_string();
+            section_marked = marked(&block);
+            block.clear();
+        } else if let Some((name, _)) = bare.split_once(" = ").filter(|(name, _)| {
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        }) {
+            if section_marked || marked(&block) {
+                keys.push(format!("{section}.{name}"));
+            }
+            block.clear();
+        } else {
+            block.push_str(bare);
+            block.push('\n');
+        }
+    }
+    let mut expected: Vec<String> = wxgate::config::RESTART_KEYS
+        .iter()
+        .filter(|k| **k != "server.tls")
+        .map(|k| k.to_string())
+        .collect();
+    expected.sort();
+    keys.sort();
+    assert_eq!(keys, expected);
+    assert!(
+        text.contains("adding or removing [server.tls] (TLS on or off) needs a restart"),
+        "server.tls"
+    );
+}
