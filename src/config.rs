@@ -729,7 +729,7 @@ impl Validator<'_> {
             e.key == key
                 || (!key.is_empty()
                     && e.key.starts_with(key)
-                    && matches!(e.key.as_bytes()[key.len()], b'.' | b'['))
+                    && matches!(e.key.as_bytes().get(key.len()), Some(b'.' | b'[')))
         });
         if !covered {
             errors.push(self.err(key, reason));
