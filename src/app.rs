@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Auth;
-use crate::config::{ConfigError, Settings};
+use crate::config::{keep_restart_values, ConfigError, ConfigErrors, Settings};
 use crate::proxy::Proxy;
 use crate::routes::Router;
 use crate::store::Stores;
@@ -123,7 +123,7 @@ impl Gateway {
     pub fn reload(&self, mut settings: Settings) -> Result<Reloaded, ConfigError> {
         let _one_at_a_time = self.reloading.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.live.load_full();
-        let restart_required = keep_fixed(&old.settings, &mut settings);
+        let restart_required = keep_restart_values(&old.settings, &mut settings);
         let generation = self.generation.load(Ordering::Relaxed) + 1;
         let next = Snapshot::build(settings, &self.stores, Some(&old), generation)?;
         self.proxy.set_timeout(next.settings.server.request_timeout);
@@ -141,10 +141,16 @@ impl Gateway {
     pub fn reload_from(&self, path: &Path) -> bool {
         let result = Settings::load(path).and_then(|s| {
             let warnings = s.warnings();
-            self.reload(s).map(|r| (r, warnings))
+            let level = s.log.level.clone();
+            let r = self.reload(s).map_err(ConfigErrors::from)?;
+            Ok((r, warnings, level))
         });
         match result {
-            Ok((r, warnings)) => {
+            Ok((r, warnings, level)) => {
+                // Validated with the file; `WXGATE_LOG`, when set, wins.
+                if let Err(e) = crate::logfilter::set_level(&level) {
+                    tracing::error!("log.level: {e}");
+                }
                 for key in &r.restart_required {
                     tracing::warn!(
                         key = *key,
@@ -157,47 +163,12 @@ impl Gateway {
                 tracing::info!(generation = r.generation, file = %path.display(), "configuration reloaded");
                 true
             }
-            Err(e) => {
-                tracing::error!("config reload failed, keeping the running configuration: {e}");
+            Err(errors) => {
+                for e in &errors {
+                    tracing::error!("config reload failed, keeping the running configuration: {e}");
+                }
                 false
             }
         }
     }
-}
-
-/// Copies the values that need a restart from the running settings into `new` and names
-/// those that differed.
-fn keep_fixed(old: &Settings, new: &mut Settings) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    let (o, n) = (&old.server, &mut new.server);
-    if o.listen != n.listen {
-        changed.push("server.listen");
-        n.listen = o.listen;
-    }
-    if o.workers != n.workers {
-        changed.push("server.workers");
-        n.workers = o.workers;
-    }
-    if o.tls.is_some() != n.tls.is_some() {
-        // The listener speaks TLS or not from start to end; the certificate itself reloads.
-        changed.push("server.tls");
-        n.tls = o.tls.clone();
-    }
-    if o.keepalive_timeout != n.keepalive_timeout {
-        changed.push("server.keepalive_timeout");
-        n.keepalive_timeout = o.keepalive_timeout;
-    }
-    if o.max_request_header_bytes != n.max_request_header_bytes {
-        changed.push("server.max_request_header_bytes");
-        n.max_request_header_bytes = o.max_request_header_bytes;
-    }
-    if o.upstream_ca != n.upstream_ca {
-        changed.push("server.upstream_ca");
-        n.upstream_ca = o.upstream_ca.clone();
-    }
-    if o.upstream_idle_timeout != n.upstream_idle_timeout {
-        changed.push("server.upstream_idle_timeout");
-        n.upstream_idle_timeout = o.upstream_idle_timeout;
-    }
-    changed
 }

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod logfilter;
 pub mod logwriter;
 pub mod pages;
 pub mod path;

@@ -1,6 +1,6 @@
 //! The `wxgate` command: `run`, `check`, `simulate`, `demo`, `cert` and `healthcheck`.
-//! Configuration errors exit with status 78 (EX_CONFIG) after one line naming the file, the
-//! key and the reason (`healthcheck` exits 1 on every failure, as Docker expects).
+//! Configuration errors exit with status 78 (EX_CONFIG) after one line per error, naming the
+//! file, the key and the reason (`healthcheck` exits 1 on every failure, as Docker expects).
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -208,9 +208,12 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Logs go to stderr through a non-blocking, batching writer (see `wxgate::logwriter`): the
 /// access log writes a line per request, and one `write` per line cost about a tenth of the
 /// gateway's CPU per request under load.
+///
+/// The filter is `WXGATE_LOG`, else "info" until `run` applies `[log] level`; it sits in a
+/// reload layer (see `wxgate::logfilter`) so a configuration reload can change it.
 fn init_logging(format: LogFormat) -> wxgate::logwriter::FlushGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WXGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (writer, guard) =
         wxgate::logwriter::spawn(std::io::stderr()).expect("cannot start the log writer thread");
@@ -219,22 +222,25 @@ fn init_logging(format: LogFormat) -> wxgate::logwriter::FlushGuard {
     if !ansi || matches!(format, LogFormat::Json) {
         wxgate::accesslog::install(writer.clone(), matches!(format, LogFormat::Json));
     }
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let registry = tracing_subscriber::registry().with(wxgate::logfilter::layer());
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(writer);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => registry.with(fmt).init(),
+        LogFormat::Json => registry.with(fmt.json().flatten_event(true)).init(),
     }
     guard
 }
 
-/// Loads and validates the config file; exits 78 with one line naming file, key and reason.
+/// Loads and validates the config file; exits 78 after one line per error, each naming file,
+/// key and reason.
 fn load(path: Option<PathBuf>) -> Result<Settings, ExitCode> {
     let path = path.unwrap_or_else(config::default_path);
-    Settings::load(&path).map_err(|e| {
-        eprintln!("wxgate: config error: {e}");
+    Settings::load(&path).map_err(|errors| {
+        for e in &errors {
+            eprintln!("wxgate: config error: {e}");
+        }
         ExitCode::from(EX_CONFIG)
     })
 }
@@ -248,6 +254,10 @@ fn build(settings: Settings) -> Result<Gateway, ExitCode> {
 }
 
 async fn run(settings: Settings, path: PathBuf) -> ExitCode {
+    // Validated with the file; `WXGATE_LOG`, when set, wins.
+    if let Err(e) = wxgate::logfilter::set_level(&settings.log.level) {
+        tracing::error!("log.level: {e}");
+    }
     for warning in settings.warnings() {
         tracing::warn!("{warning}");
     }

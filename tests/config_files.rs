@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 
 use wxgate::app::Gateway;
-use wxgate::config::{AuthMode, ConfigError, JwtAlgorithm, NonWechat, Settings, UnionIdMode};
+use wxgate::config::{
+    AuthMode, ConfigError, ConfigErrors, JwtAlgorithm, NonWechat, Settings, UnionIdMode,
+};
 
 const SESSION_SECRET: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -90,22 +92,23 @@ fn shipped_gateway_toml_loads() {
     Gateway::new(s).unwrap_or_else(|e| panic!("gateway from the shipped config: {e}"));
 
     // Settings::load reads the same file with the process environment, which lacks the vars.
-    let e = Settings::load(&path).unwrap_err();
+    let errors = Settings::load(&path).unwrap_err();
     if std::env::var_os("WECHAT_APPSECRET").is_none()
         && std::env::var_os("WXGATE_SESSION_SECRET").is_none()
     {
-        assert!(
-            ["wechat.secret", "session.secret"].contains(&e.key.as_str()),
-            "{e}"
-        );
-        assert!(e.reason.contains("is not set"), "{e}");
+        // Both unset variables are reported, each once, in file order.
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["wechat.secret", "session.secret"], "{errors}");
+        for e in &errors {
+            assert!(e.reason.contains("is not set"), "{e}");
+        }
     }
 }
 
 #[test]
 fn shipped_gateway_toml_without_its_key_file_names_the_key() {
     let (dir, path, text) = shipped_config(false);
-    let e = Settings::from_toml(&text, &path, dir.path(), &env).unwrap_err();
+    let e = only(Settings::from_toml(&text, &path, dir.path(), &env).unwrap_err());
     assert_eq!(e.key, "jwt.private_key");
     assert!(
         e.reason.contains("cannot read") && e.reason.contains("jwt.pem"),
@@ -123,6 +126,13 @@ fn load(text: &str) -> Result<Settings, ConfigError> {
         Path::new("/etc/wxgate"),
         &env,
     )
+    .map_err(only)
+}
+
+/// The one error of a file that has exactly one.
+fn only(errors: ConfigErrors) -> ConfigError {
+    assert_eq!(errors.len(), 1, "exactly one error expected:\n{errors}");
+    errors[0].clone()
 }
 
 /// Every error path: (config text, key, a phrase of the reason).
@@ -230,7 +240,9 @@ fn every_error_names_file_key_and_reason() {
 fn syntax_errors_carry_the_position() {
     let e = load("[server\nlisten = 1\n").unwrap_err();
     assert_eq!(e.key, "");
-    assert!(e.reason.contains("line 1"), "{e}");
-    assert!(!e.reason.contains('\n'));
+    assert!(e.reason.contains("line 1, column 8"), "{e}");
+    // toml's own lines stay: the offending line and a caret under the position.
+    assert!(e.reason.contains("1 | [server\n"), "{e}");
+    assert!(e.reason.contains("^"), "{e}");
     assert!(e.to_string().starts_with("/etc/wxgate/gw.toml: "));
 }
